@@ -1,0 +1,1 @@
+"""The diffusion engine (torch): model families, architectures, loading, sampling, memory."""
