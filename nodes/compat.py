@@ -96,6 +96,11 @@ def _validate_signature(cls: type) -> ValidateSignature | None:
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     if validate is None:
         return None
+    return validation_signature(validate)
+
+
+def validation_signature(validate: Any) -> ValidateSignature:
+    """How to call a custom validation function (VALIDATE_INPUTS, or a declarative `validate`)."""
     try:
         params = inspect.signature(validate).parameters.values()
     except (TypeError, ValueError):
@@ -207,4 +212,11 @@ def v1_definitions(
     }
 
 
-__all__ = ["HIDDEN_KINDS", "NodeContractError", "V1Node", "is_v1_node_class", "v1_definitions"]
+__all__ = [
+    "HIDDEN_KINDS",
+    "NodeContractError",
+    "V1Node",
+    "is_v1_node_class",
+    "v1_definitions",
+    "validation_signature",
+]

@@ -1,0 +1,5 @@
+"""Fixture: calls sys.exit() at import, which must not stop Loom."""
+
+import sys
+
+sys.exit(3)

@@ -1,0 +1,1 @@
+// Fixture web extension (only its presence is checked).

@@ -1,0 +1,1 @@
+raise AssertionError("a .disabled package must never be imported")
