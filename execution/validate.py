@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import GraphError
 from core.runtime import ExecutionBlocker
 from core.spec import InputSpec, NodeDefinition, NodeSpec, ValidateSignature, types_compatible
 from execution.graph import copy_prompt, cycle_in_flow_order, parse_link, prompt_shape_error, unwrap_value
@@ -213,10 +212,9 @@ class _NodeCheck:
         source_id, slot = link
         source = self.validator.prompt.get(source_id)
         if source is None:
-            raise GraphError(
-                f"node #{self.node_id} ({self.class_type}) input '{name}' is linked to node #{source_id}, "
-                "which is not in the prompt"
-            )
+            details = f"{name}, linked to node #{source_id}, which is not in the prompt"
+            self._bad_link(name, decl, value, "Bad linked input, the linked node does not exist", details)
+            return
         source_spec = self.validator.classes[source["class_type"]].spec
         if source_spec is not None:  # else the source's own check reports its broken spec
             outputs = source_spec.outputs
@@ -368,10 +366,10 @@ class _Validator:
         if edge is None:
             extra: dict[str, Any] = {"exception_type": exc_type, "traceback": tb}
             return _error("exception_during_validation", "Exception when validating node", str(exc), extra)
-        name, decl, link = edge
+        # The edge names the CONSUMER's input; the error is listed under this (ancestor) node, so
+        # no input_name here: an editor would highlight an input this node does not have.
+        _name, _decl, link = edge
         extra = {
-            "input_name": name,
-            "input_config": _input_config(decl),
             "exception_message": str(exc),
             "exception_type": exc_type,
             "traceback": tb,
@@ -483,10 +481,10 @@ def _select_outputs(
 
 def _log_failures(node_errors: Mapping[str, Mapping[str, Any]], failed: list[str]) -> None:
     for output_id in failed:
-        log.warning("output #%s failed validation and will not run", output_id)
+        log.info("output #%s failed validation and will not run", output_id)
     for node_id, entry in node_errors.items():
         for error in entry["errors"]:
-            log.warning("  * %s #%s: %s: %s", entry["class_type"], node_id, error["message"], error["details"])
+            log.info("  * %s #%s: %s: %s", entry["class_type"], node_id, error["message"], error["details"])
 
 
 async def validate_prompt_async(
