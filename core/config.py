@@ -62,7 +62,8 @@ class Config:
     enable_cors_header: str | None = None
     max_upload_size_mb: float = 100.0
     disable_metadata: bool = False
-    verbose: str = "INFO"
+    verbose: str | None = None
+    """Log level; None = INFO when serving, WARNING for `run` / `convert` (their output is the point)."""
     log_stdout: bool = False
     quiet: bool = False
     """`run`: no progress display."""
@@ -212,7 +213,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     )
     server.add_argument("--preview-size", type=int, default=512)
     server.add_argument("--disable-metadata", action="store_true", help="no workflow in saved PNGs")
-    server.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO", metavar="LEVEL")
+    server.add_argument("--verbose", nargs="?", const="DEBUG", default=None, metavar="LEVEL")
     server.add_argument("--log-stdout", action="store_true")
 
     engine = parser.add_argument_group("engine (memory, precision, attention)")

@@ -1,0 +1,166 @@
+"""Loom's composition root: parse args -> Config -> build services -> serve | run | convert.
+
+    python main.py [flags]                 start the server and editor (127.0.0.1:8188)
+    python main.py run WORKFLOW.json       run a workflow headless, print where outputs went
+    python main.py convert WORKFLOW.json   print the API prompt of a UI-format workflow
+
+Only this module reads argv, configures logging and wires the layers together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.config import Config
+from core.errors import EngineError, WorkflowError
+
+log = logging.getLogger("loom")
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def configure_logging(config: Config) -> None:
+    default = "INFO" if config.command == "serve" else "WARNING"
+    level = getattr(logging, str(config.verbose or default).upper(), logging.INFO)
+    stream = sys.stdout if config.log_stdout else sys.stderr
+    logging.basicConfig(level=level, stream=stream, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def build_services(config: Config) -> dict[str, Any]:
+    """What nodes may reach through their runtime (`ctx.service(name)`)."""
+    from core.paths import ModelPaths
+
+    paths = ModelPaths.from_config(config.models_path, config.extra_model_paths)
+    return {
+        "config": config,
+        "paths": paths,
+        "output_dir": config.output_path,
+        "input_dir": config.input_path,
+        "temp_dir": config.temp_path,
+    }
+
+
+def build_registry(config: Config, services: dict[str, Any]) -> Any:
+    from nodes.builtin import build_registry as build
+
+    dirs = [*config.all_custom_nodes_dirs, *services["paths"].custom_nodes_dirs]
+    registry, _reports = build(
+        dirs, disable_custom_nodes=config.disable_custom_nodes, whitelist=config.whitelist_custom_nodes
+    )
+    return registry
+
+
+def build_cache(config: Config) -> Any:
+    from execution.cache import make_cache
+
+    policy = config.cache
+    return make_cache(
+        lru=policy.lru_size if policy.kind == "lru" else None,
+        ram_gb=policy.ram_gb if policy.kind == "ram" else None,
+        none=policy.kind == "none",
+    )
+
+
+def load_workflow(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+
+
+def to_api_prompt(data: Any, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(API prompt, extra_pnginfo) for an API- or UI-format workflow."""
+    from execution.workflow import is_ui_workflow, workflow_to_prompt
+
+    if is_ui_workflow(data):
+
+        def spec_of(class_type: str) -> Any:
+            definition = registry.get(class_type)
+            return definition.spec() if definition is not None else None
+
+        return workflow_to_prompt(data, spec_of), {"workflow": data}
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]  # a saved POST /prompt body
+    if not isinstance(data, dict):
+        raise WorkflowError(
+            "a workflow must be a JSON object: an API prompt {id: {class_type, inputs}} or a UI workflow"
+        )
+    return data, {}
+
+
+def command_convert(config: Config) -> int:
+    services = build_services(config)
+    registry = build_registry(config, services)
+    assert config.workflow is not None
+    prompt, _ = to_api_prompt(load_workflow(config.workflow), registry)
+    print(json.dumps(prompt, indent=2))
+    return EXIT_OK
+
+
+def command_run(config: Config) -> int:
+    from execution.executor import Executor
+    from execution.interrupt import InterruptFlag
+    from execution.progress_display import ProgressDisplay, format_validation_errors
+    from execution.validate import validate_prompt
+
+    services = build_services(config)
+    registry = build_registry(config, services)
+    assert config.workflow is not None
+    prompt, pnginfo = to_api_prompt(load_workflow(config.workflow), registry)
+    validation = validate_prompt(prompt, registry)
+    if validation.node_errors or not validation.ok:
+        print(format_validation_errors(validation, prompt), file=sys.stderr)
+        if not validation.ok:
+            return EXIT_INVALID
+    display = ProgressDisplay(prompt, stream=sys.stderr, enabled=not config.quiet)
+    executor = Executor(registry, build_cache(config), services)
+    interrupt = InterruptFlag()
+    try:
+        result = executor.execute(
+            validation.prompt,
+            str(uuid.uuid4()),
+            validation.outputs,
+            extra_data={"extra_pnginfo": pnginfo},
+            events=display,
+            interrupt=interrupt,
+        )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    display.close()
+    print(display.summary(result, services))
+    return EXIT_OK if result.status == "success" else EXIT_FAILED
+
+
+def command_serve(config: Config) -> int:
+    try:
+        from server.app import serve
+    except ImportError:
+        log.error("the HTTP server is not part of this build yet; use `python main.py run WORKFLOW.json`")
+        return EXIT_FAILED
+    return serve(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = Config.from_args(sys.argv[1:] if argv is None else argv, base_dir=Path(__file__).resolve().parent)
+    configure_logging(config)
+    commands = {"serve": command_serve, "run": command_run, "convert": command_convert}
+    try:
+        return commands[config.command](config)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())
