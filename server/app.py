@@ -1,0 +1,350 @@
+"""The aiohttp application: `create_app(services)` (the factory tests use) and `serve(config)` (main.py).
+
+The app owns three long-lived things, started and stopped by one cleanup_ctx: the websocket hub,
+the worker thread and the JobStore. Shutdown order: websockets are closed with GOING_AWAY
+(on_shutdown), then the worker interrupts its running prompt, records it as interrupted and joins,
+then the store closes. Pending prompts stay in the store for the next start.
+
+The node registry may still be loading when the server already answers: `serve()` hands a loader
+that runs on a thread after the socket is bound, so the page is up before any node pack (or torch)
+is imported; handlers that need nodes wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from core.config import Config
+from core.errors import EngineError
+from core.paths import ModelPaths
+from execution.cache import Cache, make_cache
+from execution.interrupt import InterruptFlag
+from execution.queue import JobStore
+from server.security import SecurityPolicy, is_loopback_host, security_middleware
+from server.worker import Runner, Worker
+from server.ws import ThreadsafePublisher, WebSocketHub
+
+log = logging.getLogger(__name__)
+
+LOOM_VERSION = "0.1.0"
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+STORE_FILE = "loom.db"
+WORKER_STOP_SECONDS = 15.0
+
+# services keys the server consumes itself; everything else is handed to nodes (ctx.service(name)).
+SERVER_KEYS = frozenset(
+    {"store", "registry", "registry_loader", "packages", "executor", "run_worker", "web_root", "catalog"}
+)
+
+
+class ServiceUnavailable(EngineError):
+    """Something the request needs is not ready or failed to start (HTTP 503)."""
+
+
+class NodeCatalog:
+    """The node registry and the loaded packages, possibly still loading on another thread."""
+
+    def __init__(
+        self,
+        registry: Mapping[str, Any] | None = None,
+        packages: Sequence[Any] = (),
+        loader: Callable[[], tuple[Mapping[str, Any], Sequence[Any]]] | None = None,
+    ) -> None:
+        if registry is None and loader is None:
+            raise EngineError("create_app needs services['registry'] (a node registry) or services['registry_loader']")
+        self.registry = registry
+        self.packages = list(packages)
+        self.loader = loader
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        if registry is not None:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def load(self) -> None:
+        """Run the loader (blocking; on a thread of its own). Failures are kept, not raised."""
+        try:
+            assert self.loader is not None
+            self.registry, packages = self.loader()
+            self.packages = list(packages)
+        except Exception as exc:  # kept and reported to every request that needs nodes
+            log.exception("loading the node registry failed; the server cannot run prompts")
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def wait(self, timeout: float | None = None) -> Mapping[str, Any]:
+        """The registry, blocking until loaded. Raises ServiceUnavailable if loading failed."""
+        if not self._ready.wait(timeout):
+            raise ServiceUnavailable("the node registry is still loading; try again in a moment")
+        if self.registry is None:
+            raise ServiceUnavailable(f"the node registry failed to load: {self.error}")
+        return self.registry
+
+    async def get(self) -> Mapping[str, Any]:
+        if not self._ready.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        return self.wait(0)
+
+    def web_directories(self) -> dict[str, Path]:
+        """Package name -> folder served at /extensions/<name>/ (its WEB_DIRECTORY)."""
+        found = {}
+        for report in self.packages:
+            folder = getattr(report, "web_directory", None)
+            if folder is not None and getattr(report, "ok", True):
+                found[report.name] = Path(folder)
+        return found
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What handlers read besides the store, the catalog, the hub and the worker."""
+
+    config: Config
+    folders: Mapping[str, Path]
+    """/view types -> folder: output, input, temp."""
+    web_root: Path
+    paths: ModelPaths | None
+    features: Mapping[str, Any]
+    node_services: Mapping[str, Any] = field(default_factory=dict)
+
+
+CONFIG = web.AppKey("loom_config", Config)
+SETTINGS = web.AppKey("loom_settings", ServerSettings)
+STORE = web.AppKey("loom_store", JobStore)
+CATALOG = web.AppKey("loom_catalog", NodeCatalog)
+HUB = web.AppKey("loom_hub", WebSocketHub)
+WORKER = web.AppKey("loom_worker", Worker)
+RUN_WORKER = web.AppKey("loom_run_worker", bool)
+
+
+def server_features(policy: SecurityPolicy) -> dict[str, Any]:
+    """GET /features and the websocket feature_flags reply. No `extension.manager`: Loom ships no
+    node manager, and claiming one would make the editor offer it."""
+    return {"supports_preview_metadata": True, "max_upload_size": policy.max_body_bytes}
+
+
+def _cache_for(config: Config) -> Cache:
+    policy = config.cache
+    return make_cache(
+        lru=policy.lru_size if policy.kind == "lru" else None,
+        ram_gb=policy.ram_gb if policy.kind == "ram" else None,
+        none=policy.kind == "none",
+    )
+
+
+def _runner_factory(
+    services: Mapping[str, Any],
+    catalog: NodeCatalog,
+    cache: Cache,
+    node_services: Mapping[str, Any],
+    flag: InterruptFlag,
+) -> Callable[[], Runner]:
+    def make_runner() -> Runner:
+        if services.get("executor") is not None:
+            return services["executor"]
+        from execution.executor import Executor  # deferred: tests may run without the executor built
+
+        return Executor(catalog.wait(), cache, node_services, interrupt=flag)
+
+    return make_runner
+
+
+def _settings(services: Mapping[str, Any], config: Config, policy: SecurityPolicy) -> ServerSettings:
+    node_services = {key: value for key, value in services.items() if key not in SERVER_KEYS}
+    node_services.setdefault("config", config)
+    folders = {
+        "output": Path(services.get("output_dir") or config.output_path),
+        "input": Path(services.get("input_dir") or config.input_path),
+        "temp": Path(services.get("temp_dir") or config.temp_path),
+    }
+    for kind, folder in folders.items():
+        node_services.setdefault(f"{kind}_dir", folder)
+    return ServerSettings(
+        config=config,
+        folders=folders,
+        web_root=Path(services.get("web_root") or WEB_ROOT),
+        paths=services.get("paths"),
+        features=server_features(policy),
+        node_services=node_services,
+    )
+
+
+def create_app(services: Mapping[str, Any]) -> web.Application:
+    """The Loom server for these services.
+
+    Required: `store` (a JobStore, closed with the app) and either `registry` (class_type ->
+    NodeDefinition) or `registry_loader` (() -> (registry, package reports), run on a thread at
+    startup). Optional: `config`, `paths` (ModelPaths), `output_dir`/`input_dir`/`temp_dir`,
+    `packages` (reports with `name` and `web_directory`), `cache`, `executor` (anything with
+    Executor's `execute`), `models` (with `unload_all()` for POST /free), `run_worker` (default
+    True), `web_root`. All other keys are passed to nodes as services."""
+    from server.handlers import error_middleware  # deferred: handlers import this module's AppKeys
+    from server.routes import setup_routes
+
+    config: Config = services.get("config") or Config()
+    store: JobStore = services["store"]
+    catalog = services.get("catalog")
+    if catalog is None:
+        catalog = NodeCatalog(services.get("registry"), services.get("packages", ()), services.get("registry_loader"))
+    policy = SecurityPolicy.for_listen(config.listen, config.enable_cors_header, config.max_upload_size_mb)
+    settings = _settings(services, config, policy)
+    node_services = settings.node_services
+    hub = WebSocketHub(store.remaining, settings.features)
+    flag = InterruptFlag()
+    cache = services.get("cache")
+    if cache is None:  # `is None`, not `or`: an empty cache is falsy (it has a length)
+        cache = _cache_for(config)
+    models = services.get("models")
+    worker = Worker(
+        store,
+        _runner_factory(services, catalog, cache, node_services, flag),
+        ThreadsafePublisher(hub),
+        interrupt=flag,
+        preview_size=config.preview_size,
+        unload_models=getattr(models, "unload_all", None),
+    )
+    app = web.Application(
+        # Security outermost: its refusals skip the handlers, and in CORS mode it adds the headers to
+        # every answer, JSON errors included.
+        middlewares=[security_middleware(policy), error_middleware],
+        client_max_size=policy.max_body_bytes,
+    )
+    app[CONFIG], app[SETTINGS], app[STORE], app[CATALOG] = config, settings, store, catalog
+    app[HUB], app[WORKER], app[RUN_WORKER] = hub, worker, bool(services.get("run_worker", True))
+    setup_routes(app)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_close_websockets)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> Any:
+    """Start: hub on this loop, node loading (if deferred), the worker. Stop: worker, then store."""
+    app[HUB].attach(asyncio.get_running_loop())
+    catalog = app[CATALOG]
+    if not catalog.ready:
+        threading.Thread(target=catalog.load, name="loom-load-nodes", daemon=True).start()
+    worker = app[WORKER]
+    if app[RUN_WORKER]:
+        worker.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(worker.stop, WORKER_STOP_SECONDS)
+        app[STORE].close()
+        log.info("server stopped; pending prompts stay queued for the next start")
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[HUB].close_all()
+
+
+# ---------------------------------------------------------------------- serve (python main.py)
+
+
+def services_for(config: Config) -> dict[str, Any]:
+    """Everything create_app needs, from the command line. Nodes load later, on a thread."""
+    from nodes.builtin import build_registry  # deferred: loading packages is the slow part
+
+    paths = ModelPaths.from_config(config.models_path, config.extra_model_paths)
+    dirs = [*config.all_custom_nodes_dirs, *paths.custom_nodes_dirs]
+
+    def load() -> tuple[Mapping[str, Any], Sequence[Any]]:
+        return build_registry(
+            dirs, disable_custom_nodes=config.disable_custom_nodes, whitelist=config.whitelist_custom_nodes
+        )
+
+    return {
+        "config": config,
+        "paths": paths,
+        "output_dir": config.output_path,
+        "input_dir": config.input_path,
+        "temp_dir": config.temp_path,
+        "store": JobStore(config.user_path / STORE_FILE),
+        "registry_loader": load,
+    }
+
+
+def listen_hosts(listen: str) -> list[str]:
+    return [host.strip() for host in listen.split(",") if host.strip()]
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+async def _run(app: web.Application, hosts: list[str], port: int) -> None:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for host in hosts:
+            await web.TCPSite(runner, host, port, shutdown_timeout=5.0).start()
+        for host in hosts:
+            log.info("Loom is serving at %s", _url(host, port))
+        await stop.wait()
+        log.info("shutting down (interrupting the running prompt, if any)")
+    finally:
+        await runner.cleanup()
+
+
+def serve(config: Config) -> int:
+    """`python main.py`: serve until SIGINT/SIGTERM. Returns the process exit code."""
+    hosts = listen_hosts(config.listen)
+    if not all(is_loopback_host(host) for host in hosts):
+        log.warning(
+            "listening on %s, beyond loopback: anyone who can reach port %d can run prompts and read outputs "
+            "(token authentication is not implemented yet)",
+            config.listen,
+            config.port,
+        )
+    try:
+        services = services_for(config)
+    except EngineError as exc:  # another Loom holds the store, or it is from a newer version
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        app = create_app(services)
+    except BaseException:
+        services["store"].close()  # release the store's process lock
+        raise
+    try:
+        asyncio.run(_run(app, hosts, config.port))
+    except OSError as exc:
+        log.error("cannot listen on %s port %d: %s", config.listen, config.port, exc)
+        return 1
+    return 0
+
+
+__all__ = [
+    "CATALOG",
+    "CONFIG",
+    "HUB",
+    "LOOM_VERSION",
+    "SETTINGS",
+    "STORE",
+    "WORKER",
+    "NodeCatalog",
+    "ServerSettings",
+    "ServiceUnavailable",
+    "create_app",
+    "listen_hosts",
+    "serve",
+    "services_for",
+]

@@ -1,0 +1,510 @@
+"""HTTP handlers (spec §1): parse the request, call the store / catalog / worker, answer JSON.
+
+Thin on purpose: the queue and history logic is execution.queue.JobStore, validation is
+execution.validate, node descriptions come from the registry. Errors become JSON 4xx answers in
+`error_middleware`: a bad body is a 400 that says what was wrong, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import mimetypes
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+from core.errors import EngineError, ModelError
+from core.paths import contained
+from execution.queue import JobStore
+from execution.store import DuplicatePromptError, InvalidQueryError, QueueError, UnknownPromptError
+from execution.validate import validate_prompt_async
+from server.app import CATALOG, HUB, LOOM_VERSION, SETTINGS, STORE, WORKER, ServiceUnavailable
+from server.security import Handler
+
+log = logging.getLogger(__name__)
+
+NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache", "Expires": "0"}
+# Served files a browser would run or style if it trusted our type: sent as opaque bytes instead.
+ACTIVE_TYPES = ("text/", "application/javascript", "application/ecmascript", "application/xhtml", "image/svg")
+ACTIVE_SUFFIXES = (".html", ".htm", ".js", ".mjs", ".css", ".svg", ".xml", ".xhtml")
+VIEW_TYPES_HINT = "output, input or temp"
+
+
+class BadRequest(EngineError):
+    """A request the client got wrong: answered with `status` and ComfyUI's error object."""
+
+    def __init__(self, message: str, kind: str = "invalid_request", status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.extra = extra
+
+
+def error_object(kind: str, message: str, details: str = "", extra_info: Mapping[str, Any] | None = None) -> dict:
+    return {"type": kind, "message": message, "details": details, "extra_info": dict(extra_info or {})}
+
+
+def _error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": error_object(kind, message), **extra}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """EngineError -> JSON 4xx/503, anything unexpected -> JSON 500 (logged with its traceback)."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error_response(413, "request_too_large", f"request body too large: {exc.text}")
+    except web.HTTPException:
+        raise
+    except BadRequest as exc:
+        return _error_response(exc.status, exc.kind, str(exc), **exc.extra)
+    except ServiceUnavailable as exc:
+        return _error_response(503, "service_unavailable", str(exc))
+    except (UnknownPromptError, ModelError) as exc:
+        return _error_response(404, "not_found", str(exc))
+    except (InvalidQueryError, QueueError) as exc:
+        return _error_response(400, "invalid_request", str(exc))
+    except EngineError as exc:
+        return _error_response(400, type(exc).__name__, str(exc))
+    except Exception as exc:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error_response(500, "server_error", f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------- parsing helpers
+
+
+async def read_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The JSON body, `empty` if there is none; BadRequest (400) if it does not parse."""
+    raw = await request.read()
+    if not raw.strip():
+        return empty
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not UTF-8 text: {exc.reason} at byte {exc.start}", "invalid_json") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", "invalid_json"
+        ) from None
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request, empty={})
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"query parameter '{name}' must be an integer, got {value!r}") from None
+
+
+def id_list(body: Mapping[str, Any], key: str) -> list[str]:
+    ids = body.get(key, [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise BadRequest(f"'{key}' must be a list of prompt id strings, got {ids!r}")
+    return ids
+
+
+# ---------------------------------------------------------------------- prompt and queue
+
+
+def _prompt_error(message: str, kind: str = "invalid_request") -> BadRequest:
+    # POST /prompt errors always carry node_errors, as ComfyUI's do.
+    return BadRequest(message, kind, node_errors={})
+
+
+def _submission(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobStore.submit keyword arguments of a POST /prompt body (except prompt/outputs)."""
+    extra = body.get("extra_data", {})
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise _prompt_error(f"'extra_data' must be a JSON object, got {type(extra).__name__}")
+    client_id = body.get("client_id")
+    if client_id is not None and not isinstance(client_id, str):
+        raise _prompt_error(f"'client_id' must be a string, got {client_id!r}")
+    prompt_id = body.get("prompt_id")
+    if prompt_id is not None and (not isinstance(prompt_id, str) or not prompt_id):
+        raise _prompt_error(f"'prompt_id' must be a non-empty string, got {prompt_id!r}")
+    number = body.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float, str))):
+        raise _prompt_error(f"'number' must be a number, got {number!r}")
+    return {
+        "prompt_id": prompt_id,
+        "number": number,
+        "front": bool(body.get("front", False)),
+        "extra_data": {**extra, "create_time": int(time.time() * 1000)},
+        "client_id": client_id,
+    }
+
+
+async def get_prompt(request: web.Request) -> web.Response:
+    return web.json_response({"exec_info": {"queue_remaining": request.app[STORE].remaining()}})
+
+
+async def post_prompt(request: web.Request) -> web.Response:
+    """Validate and queue a prompt (spec §1.2)."""
+    try:
+        body = await read_object(request)
+    except BadRequest as exc:
+        raise _prompt_error(str(exc), exc.kind) from None
+    if body.get("prompt") is None:
+        raise _prompt_error("No prompt provided", "no_prompt")
+    targets = body.get("partial_execution_targets")
+    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+        raise _prompt_error(f"'partial_execution_targets' must be a list of node id strings, got {targets!r}")
+    submission = _submission(body)
+    registry = await request.app[CATALOG].get()
+    validation = await validate_prompt_async(body["prompt"], registry, targets)
+    if not validation.ok:
+        return web.json_response({"error": validation.error, "node_errors": validation.node_errors}, status=400)
+    try:
+        item = request.app[STORE].submit(validation.prompt, outputs_to_execute=validation.outputs, **submission)
+    except (DuplicatePromptError, QueueError) as exc:
+        raise _prompt_error(str(exc)) from None
+    request.app[HUB].broadcast_status()
+    return web.json_response(
+        {"prompt_id": item.prompt_id, "number": item.number, "node_errors": validation.node_errors}
+    )
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    running, pending = request.app[STORE].queue()
+    return web.json_response(
+        {
+            "queue_running": [item.as_comfy_tuple() for item in running],
+            "queue_pending": [item.as_comfy_tuple() for item in pending],
+        },
+        dumps=_dumps,
+    )
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    store: JobStore = request.app[STORE]
+    if body.get("clear"):
+        store.clear_pending()
+    if "delete" in body:
+        store.cancel(id_list(body, "delete"))
+    request.app[HUB].broadcast_status()
+    return web.Response(status=200)
+
+
+async def post_interrupt(request: web.Request) -> web.Response:
+    # A missing or unreadable body means "interrupt whatever runs" (ComfyUI's behaviour).
+    try:
+        body = await read_json(request, empty={})
+    except BadRequest:
+        body = {}
+    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    request.app[WORKER].interrupt(prompt_id if isinstance(prompt_id, str) else None)
+    return web.Response(status=200)
+
+
+async def post_free(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    request.app[WORKER].free(unload_models=bool(body.get("unload_models")), free_memory=bool(body.get("free_memory")))
+    return web.Response(status=200)
+
+
+# ---------------------------------------------------------------------- history and jobs
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+async def get_history(request: web.Request) -> web.Response:
+    history = request.app[STORE].history(query_int(request, "max_items"), query_int(request, "offset"))
+    return web.json_response(history, dumps=_dumps)
+
+
+async def get_history_item(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STORE].history_item(request.match_info["prompt_id"]), dumps=_dumps)
+
+
+async def post_history(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    store: JobStore = request.app[STORE]
+    if body.get("clear"):
+        store.clear_history()
+    if "delete" in body:
+        store.delete_history(id_list(body, "delete"))
+    return web.Response(status=200)
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    """GET /api/jobs; bad parameters answer 400 {"error": "<message>"} (ComfyUI's shape)."""
+    query = request.query
+    try:
+        limit, offset = query_int(request, "limit"), query_int(request, "offset")
+        jobs = request.app[STORE].jobs(
+            status=query.get("status") or None,
+            workflow_id=query.get("workflow_id") or None,
+            sort_by=query.get("sort_by", "created_at"),
+            sort_order=query.get("sort_order", "desc"),
+            limit=limit,
+            offset=max(0, offset or 0),
+        )
+    except (BadRequest, InvalidQueryError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(jobs, dumps=_dumps)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = request.app[STORE].job(request.match_info["job_id"])
+    if job is None:
+        return web.json_response({"error": "Job not found"}, status=404)
+    return web.json_response(job, dumps=_dumps)
+
+
+# ---------------------------------------------------------------------- nodes and models
+
+
+def _object_info(registry: Mapping[str, Any], class_type: str | None = None) -> dict[str, Any]:
+    if class_type is not None:
+        if hasattr(registry, "object_info_one"):
+            return registry.object_info_one(class_type)
+        definition = registry.get(class_type)
+        return {class_type: definition.spec().object_info()} if definition is not None else {}
+    if hasattr(registry, "object_info"):
+        return registry.object_info()
+    return {name: definition.spec().object_info() for name, definition in registry.items()}
+
+
+async def get_object_info(request: web.Request) -> web.Response:
+    registry = await request.app[CATALOG].get()
+    # On a thread: specs may list model folders, and the loop must keep serving meanwhile.
+    return web.json_response(await asyncio.to_thread(_object_info, registry), dumps=_dumps)
+
+
+async def get_object_info_one(request: web.Request) -> web.Response:
+    registry = await request.app[CATALOG].get()
+    info = await asyncio.to_thread(_object_info, registry, request.match_info["node_class"])
+    return web.json_response(info, dumps=_dumps)
+
+
+def _model_paths(request: web.Request) -> Any:
+    paths = request.app[SETTINGS].paths
+    if paths is None:
+        raise ServiceUnavailable("no model folders are configured for this server")
+    return paths
+
+
+async def get_models(request: web.Request) -> web.Response:
+    return web.json_response(_model_paths(request).kinds())
+
+
+async def get_models_folder(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_model_paths(request).list, request.match_info["folder"]))
+
+
+async def get_embeddings(request: web.Request) -> web.Response:
+    names = await asyncio.to_thread(_model_paths(request).list, "embeddings")
+    return web.json_response([os.path.splitext(name)[0] for name in names])
+
+
+async def get_features(request: web.Request) -> web.Response:
+    return web.json_response(dict(request.app[SETTINGS].features))
+
+
+def _memory() -> tuple[int, int]:
+    """(total, available) bytes of RAM, from /proc/meminfo where there is one."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in meminfo if line.strip()}
+        return fields.get("MemTotal", 0), fields.get("MemAvailable", fields.get("MemFree", 0))
+    except (OSError, ValueError, IndexError):
+        try:
+            page = os.sysconf("SC_PAGE_SIZE")
+            return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+        except (ValueError, OSError, AttributeError):
+            return 0, 0
+
+
+def _devices(torch: Any, ram: tuple[int, int]) -> list[dict[str, Any]]:
+    """Devices as torch sees them -- only if the engine already imported torch (never imported here)."""
+    cpu = {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram[0], "vram_free": ram[1]}
+    try:
+        if not torch.cuda.is_available():
+            return [{**cpu, "torch_vram_total": ram[0], "torch_vram_free": ram[1]}]
+        devices = []
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            reserved = torch.cuda.memory_reserved(index)
+            devices.append(
+                {
+                    "name": f"cuda:{index} {torch.cuda.get_device_name(index)}",
+                    "type": "cuda",
+                    "index": index,
+                    "vram_total": total,
+                    "vram_free": free,
+                    "torch_vram_total": reserved,
+                    "torch_vram_free": reserved - torch.cuda.memory_allocated(index),
+                }
+            )
+        return devices
+    except Exception:  # a half-initialised driver must not break a status page
+        log.debug("device query failed", exc_info=True)
+        return []
+
+
+async def get_system_stats(request: web.Request) -> web.Response:
+    ram = _memory()
+    torch = sys.modules.get("torch")
+    system = {
+        "os": os.name,
+        "ram_total": ram[0],
+        "ram_free": ram[1],
+        "comfyui_version": LOOM_VERSION,
+        "loom_version": LOOM_VERSION,
+        "python_version": sys.version,
+        "pytorch_version": getattr(torch, "__version__", None),
+        "embedded_python": False,
+        "argv": sys.argv,
+    }
+    devices = _devices(torch, ram) if torch is not None else []
+    return web.json_response({"system": system, "devices": devices})
+
+
+# ---------------------------------------------------------------------- files
+
+
+def _safe_headers(path: Path, download_name: str) -> dict[str, str]:
+    """Content type that cannot run in the browser, nosniff, and the file name for downloads."""
+    guessed = mimetypes.guess_type(download_name)[0] or "application/octet-stream"
+    if guessed.startswith(ACTIVE_TYPES) or path.suffix.lower() in ACTIVE_SUFFIXES:
+        guessed = "application/octet-stream"
+    ascii_name = download_name.encode("ascii", "replace").decode("ascii").replace("\\", "_").replace('"', "_")
+    return {
+        hdrs.CONTENT_TYPE: guessed,
+        hdrs.CONTENT_DISPOSITION: f"filename=\"{ascii_name}\"; filename*=UTF-8''{quote(download_name)}",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def _view_target(request: web.Request) -> Path:
+    """The file GET /view names, after ComfyUI's checks: 400 bad name, 403 escape, 404 missing."""
+    query = request.query
+    filename, kind = query.get("filename", ""), query.get("type") or "output"
+    for suffix in (" [output]", " [input]", " [temp]"):  # annotated names carry their folder
+        if filename.endswith(suffix):
+            filename, kind = filename[: -len(suffix)], suffix[2:-1]
+    subfolder = query.get("subfolder", "")
+    if not filename or filename.startswith("/") or ".." in filename or "\x00" in filename + subfolder:
+        raise BadRequest(f"invalid filename {filename!r}: it must be relative and may not contain '..'")
+    root = request.app[SETTINGS].folders.get(kind)
+    if root is None:
+        raise BadRequest(f"unknown type {kind!r}; use {VIEW_TYPES_HINT}")
+    real_root = os.path.realpath(root)
+    folder = os.path.realpath(os.path.join(real_root, subfolder))
+    if os.path.commonpath([real_root, folder]) != real_root:
+        raise BadRequest(f"subfolder {subfolder!r} is outside the {kind} folder", "forbidden", status=403)
+    # Only the base name counts (ComfyUI's rule); realpath again in case it is a link leading out.
+    target = Path(os.path.realpath(os.path.join(folder, os.path.basename(filename.replace("\\", "/")))))
+    if os.path.commonpath([real_root, target]) != real_root:
+        raise BadRequest(f"{filename!r} resolves outside the {kind} folder", "forbidden", status=403)
+    if not target.is_file():
+        raise BadRequest(f"no file {filename!r} in the {kind} folder (subfolder {subfolder!r})", "not_found", 404)
+    return target
+
+
+def _image_variant(path: Path, channel: str | None, preview: str | None) -> tuple[bytes, str] | None:
+    """(bytes, content type) for ?preview=webp;Q|jpeg;Q or ?channel=rgb|a; None if not an image."""
+    from PIL import Image, UnidentifiedImageError  # deferred: only these variants need Pillow
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            out = io.BytesIO()
+            if preview:
+                kind, _, quality = preview.partition(";")
+                kind = "webp" if kind.lower() == "webp" else "jpeg"
+                image.convert("RGB").save(out, format=kind.upper(), quality=int(quality) if quality.isdigit() else 90)
+                return out.getvalue(), f"image/{kind}"
+            if channel == "rgb":
+                image.convert("RGB").save(out, format="PNG")
+            else:  # "a": the alpha channel alone, in an otherwise black RGBA image
+                rgba = image.convert("RGBA")
+                alpha_only = Image.new("RGBA", rgba.size)
+                alpha_only.putalpha(rgba.getchannel("A"))
+                alpha_only.save(out, format="PNG")
+            return out.getvalue(), "image/png"
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
+async def view(request: web.Request) -> web.StreamResponse:
+    target = _view_target(request)
+    headers = _safe_headers(target, target.name)
+    channel = request.query.get("channel", "rgba").lower()
+    preview = request.query.get("preview")
+    if preview or channel in ("rgb", "a"):
+        variant = await asyncio.to_thread(_image_variant, target, channel, preview)
+        if variant is not None:
+            headers[hdrs.CONTENT_TYPE] = variant[1]
+            return web.Response(body=variant[0], headers=headers)
+    return web.FileResponse(target, headers=headers)
+
+
+async def get_extensions(request: web.Request) -> web.Response:
+    """URLs of the editor extension scripts: web/extensions/**.js and every package's WEB_DIRECTORY."""
+    catalog = request.app[CATALOG]
+    await catalog.get()
+    urls = []
+    core = request.app[SETTINGS].web_root / "extensions"
+    if core.is_dir():
+        urls += [f"/extensions/{p.relative_to(core).as_posix()}" for p in sorted(core.rglob("*.js"))]
+    for name, folder in catalog.web_directories().items():
+        if folder.is_dir():
+            urls += [
+                f"/extensions/{quote(name)}/{p.relative_to(folder).as_posix()}" for p in sorted(folder.rglob("*.js"))
+            ]
+    return web.json_response(urls)
+
+
+def _static(folder: Path, relative: str) -> web.FileResponse:
+    target = contained(folder, relative) if relative and "\x00" not in relative else None
+    if target is None or not target.is_file():
+        raise web.HTTPNotFound(text=f"no file {relative!r}")
+    return web.FileResponse(target, headers={"X-Content-Type-Options": "nosniff", **NO_CACHE})
+
+
+async def extension_file(request: web.Request) -> web.StreamResponse:
+    pack, relative = request.match_info["pack"], request.match_info["path"]
+    catalog = request.app[CATALOG]
+    await catalog.get()
+    folder = catalog.web_directories().get(pack)
+    if folder is None:
+        return _static(request.app[SETTINGS].web_root / "extensions", f"{pack}/{relative}")
+    return _static(folder, relative)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return _static(request.app[SETTINGS].web_root, "index.html")
+
+
+async def web_file(request: web.Request) -> web.StreamResponse:
+    return _static(request.app[SETTINGS].web_root, request.match_info["path"])
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    return await request.app[HUB].handle(request)
