@@ -46,25 +46,23 @@ def build_services(config: Config) -> dict[str, Any]:
     }
 
 
+def registry_loader(config: Config, services: dict[str, Any]) -> Any:
+    """A function that builds the node registry (built-ins + custom packages) and its package reports."""
+
+    def load() -> Any:
+        from nodes.builtin import build_registry
+
+        dirs = [*config.all_custom_nodes_dirs, *services["paths"].custom_nodes_dirs]
+        return build_registry(
+            dirs, disable_custom_nodes=config.disable_custom_nodes, whitelist=config.whitelist_custom_nodes
+        )
+
+    return load
+
+
 def build_registry(config: Config, services: dict[str, Any]) -> Any:
-    from nodes.builtin import build_registry as build
-
-    dirs = [*config.all_custom_nodes_dirs, *services["paths"].custom_nodes_dirs]
-    registry, _reports = build(
-        dirs, disable_custom_nodes=config.disable_custom_nodes, whitelist=config.whitelist_custom_nodes
-    )
+    registry, _reports = registry_loader(config, services)()
     return registry
-
-
-def build_cache(config: Config) -> Any:
-    from execution.cache import make_cache
-
-    policy = config.cache
-    return make_cache(
-        lru=policy.lru_size if policy.kind == "lru" else None,
-        ram_gb=policy.ram_gb if policy.kind == "ram" else None,
-        none=policy.kind == "none",
-    )
 
 
 def load_workflow(path: Path) -> Any:
@@ -108,6 +106,7 @@ def command_convert(config: Config) -> int:
 
 
 def command_run(config: Config) -> int:
+    from execution.cache import cache_for_policy
     from execution.executor import Executor
     from execution.interrupt import InterruptFlag
     from execution.progress_display import ProgressDisplay, format_validation_errors
@@ -123,7 +122,7 @@ def command_run(config: Config) -> int:
         if not validation.ok:
             return EXIT_INVALID
     display = ProgressDisplay(prompt, stream=sys.stderr, enabled=not config.quiet)
-    executor = Executor(registry, build_cache(config), services)
+    executor = Executor(registry, cache_for_policy(config.cache), services)
     interrupt = InterruptFlag()
     try:
         result = executor.execute(
@@ -143,12 +142,10 @@ def command_run(config: Config) -> int:
 
 
 def command_serve(config: Config) -> int:
-    try:
-        from server.app import serve
-    except ImportError:
-        log.error("the HTTP server is not part of this build yet; use `python main.py run WORKFLOW.json`")
-        return EXIT_FAILED
-    return serve(config)
+    from server.app import serve
+
+    services = build_services(config)
+    return serve(config, services, registry_loader(config, services))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.config import CachePolicy
 from core.graph_builder import is_link
 from core.spec import NodeSpec
 
@@ -477,6 +478,15 @@ def make_cache(lru: int | None = None, ram_gb: float | None = None, none: bool =
     if lru:
         return LRUCache(lru)
     return ClassicCache()
+
+
+def cache_for_policy(policy: CachePolicy) -> Cache:
+    """The cache a Config's `--cache-*` flags ask for (core.config.CachePolicy)."""
+    return make_cache(
+        lru=policy.lru_size if policy.kind == "lru" else None,
+        ram_gb=policy.ram_gb if policy.kind == "ram" else None,
+        none=policy.kind == "none",
+    )
 
 
 class ObjectCache:

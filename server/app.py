@@ -26,7 +26,7 @@ from aiohttp import web
 from core.config import Config
 from core.errors import EngineError
 from core.paths import ModelPaths
-from execution.cache import Cache, make_cache
+from execution.cache import Cache, cache_for_policy
 from execution.interrupt import InterruptFlag
 from execution.queue import JobStore
 from server.security import SecurityPolicy, is_loopback_host, security_middleware
@@ -136,15 +136,6 @@ def server_features(policy: SecurityPolicy) -> dict[str, Any]:
     return {"supports_preview_metadata": True, "max_upload_size": policy.max_body_bytes}
 
 
-def _cache_for(config: Config) -> Cache:
-    policy = config.cache
-    return make_cache(
-        lru=policy.lru_size if policy.kind == "lru" else None,
-        ram_gb=policy.ram_gb if policy.kind == "ram" else None,
-        none=policy.kind == "none",
-    )
-
-
 def _runner_factory(
     services: Mapping[str, Any],
     catalog: NodeCatalog,
@@ -206,7 +197,7 @@ def create_app(services: Mapping[str, Any]) -> web.Application:
     flag = InterruptFlag()
     cache = services.get("cache")
     if cache is None:  # `is None`, not `or`: an empty cache is falsy (it has a length)
-        cache = _cache_for(config)
+        cache = cache_for_policy(config.cache)
     models = services.get("models")
     worker = Worker(
         store,
@@ -254,27 +245,14 @@ async def _close_websockets(app: web.Application) -> None:
 # ---------------------------------------------------------------------- serve (python main.py)
 
 
-def services_for(config: Config) -> dict[str, Any]:
-    """Everything create_app needs, from the command line. Nodes load later, on a thread."""
-    from nodes.builtin import build_registry  # deferred: loading packages is the slow part
-
-    paths = ModelPaths.from_config(config.models_path, config.extra_model_paths)
-    dirs = [*config.all_custom_nodes_dirs, *paths.custom_nodes_dirs]
-
-    def load() -> tuple[Mapping[str, Any], Sequence[Any]]:
-        return build_registry(
-            dirs, disable_custom_nodes=config.disable_custom_nodes, whitelist=config.whitelist_custom_nodes
-        )
-
-    return {
-        "config": config,
-        "paths": paths,
-        "output_dir": config.output_path,
-        "input_dir": config.input_path,
-        "temp_dir": config.temp_path,
-        "store": JobStore(config.user_path / STORE_FILE),
-        "registry_loader": load,
-    }
+def services_for(
+    config: Config,
+    node_services: Mapping[str, Any],
+    registry_loader: Callable[[], tuple[Mapping[str, Any], Sequence[Any]]],
+) -> dict[str, Any]:
+    """Everything create_app needs: the node services main.py built, the store, and a loader
+    that builds the registry later, on a thread (loading packages is the slow part)."""
+    return {**node_services, "store": JobStore(config.user_path / STORE_FILE), "registry_loader": registry_loader}
 
 
 def listen_hosts(listen: str) -> list[str]:
@@ -304,8 +282,15 @@ async def _run(app: web.Application, hosts: list[str], port: int) -> None:
         await runner.cleanup()
 
 
-def serve(config: Config) -> int:
-    """`python main.py`: serve until SIGINT/SIGTERM. Returns the process exit code."""
+def serve(
+    config: Config,
+    node_services: Mapping[str, Any],
+    registry_loader: Callable[[], tuple[Mapping[str, Any], Sequence[Any]]],
+) -> int:
+    """`python main.py`: serve until SIGINT/SIGTERM. Returns the process exit code.
+
+    `node_services` and `registry_loader` come from main.py, the composition root (the same ones
+    `main.py run` uses), so the server and the CLI run nodes identically."""
     hosts = listen_hosts(config.listen)
     if not all(is_loopback_host(host) for host in hosts):
         log.warning(
@@ -315,7 +300,7 @@ def serve(config: Config) -> int:
             config.port,
         )
     try:
-        services = services_for(config)
+        services = services_for(config, node_services, registry_loader)
     except EngineError as exc:  # another Loom holds the store, or it is from a newer version
         log.error("cannot start: %s", exc)
         return 1
