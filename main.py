@@ -36,14 +36,18 @@ def build_services(config: Config) -> dict[str, Any]:
     """What nodes may reach through their runtime (`ctx.service(name)`)."""
     from core.paths import ModelPaths
 
+    from core.runtime import install_services
+
     paths = ModelPaths.from_config(config.models_path, config.extra_model_paths)
-    return {
+    services = {
         "config": config,
         "paths": paths,
         "output_dir": config.output_path,
         "input_dir": config.input_path,
         "temp_dir": config.temp_path,
     }
+    install_services(services)  # combo lists and validation run outside any node call
+    return services
 
 
 def registry_loader(config: Config, services: dict[str, Any]) -> Any:

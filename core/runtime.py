@@ -73,6 +73,25 @@ class NodeRuntime:
 
 _current: ContextVar[NodeRuntime | None] = ContextVar("loom_node_runtime", default=None)
 
+# The services of this Loom process, for node code that runs outside any node call: combo lists
+# (`/object_info`), validation hooks. Set once by the composition root (main.py) -- the one place
+# that knows the folders -- and read through `services()`; ComfyUI's equivalent is the module
+# state of folder_paths. A plain holder, not a ContextVar: worker threads must see it too.
+_installed: dict[str, Mapping[str, Any]] = {"services": {}}
+
+
+def install_services(services: Mapping[str, Any] | None) -> None:
+    """Make `services` what node code sees outside a node call (None forgets them)."""
+    _installed["services"] = dict(services or {})
+
+
+def services() -> Mapping[str, Any]:
+    """The running node's services, else the installed ones (see install_services)."""
+    runtime = _current.get()
+    if runtime is not None and runtime.services:
+        return runtime.services
+    return _installed["services"]
+
 
 def current() -> NodeRuntime | None:
     """The runtime of the node running in this context, or None outside a node call."""

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.basic",
     "nodes.strings",
+    "nodes.image_io",
+    "nodes.latent_io",
 )
 """Modules of built-in nodes, in registration (and /object_info) order."""
 
