@@ -84,3 +84,7 @@ class TextEncoderConfig:
     pad_with_end: bool = True
     """Pad with the end token (CLIP-L) rather than token 0 (OpenCLIP)."""
     layer_norm_eps: float = 1e-5
+    hidden_final_norm: bool = True
+    """Apply the final layer norm to an intermediate layer's output too (penultimate, clip skip):
+    True for SD1.x CLIP-L and SD2.x OpenCLIP-H, False for both SDXL encoders (ComfyUI's
+    `layer_norm_hidden_state`)."""
