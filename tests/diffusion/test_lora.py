@@ -41,7 +41,7 @@ SDXL = UNetConfig(
 )
 
 # Representative UNet weights of the real checkpoints (names and shapes from
-# /work/shared/tools/make_random_checkpoint.py --list), LDM layout with the prefix stripped.
+# shared/tools/make_random_checkpoint.py --list), LDM layout with the prefix stripped.
 SD15_UNET = {
     "time_embed.0.weight": (1280, 320),
     "input_blocks.0.0.weight": (320, 4, 3, 3),
