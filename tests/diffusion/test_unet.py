@@ -367,8 +367,7 @@ def test_seeded_init_is_deterministic_and_follows_the_recipe() -> None:
 
 # -- parity with ComfyUI (needs the full-size random SD1.5 checkpoint) ---------------------------
 
-# shared/ lies beside the repository (as in CI); LOOM_GOLDEN_DIR overrides.
-GOLDEN = Path(os.environ.get("LOOM_GOLDEN_DIR", Path(__file__).resolve().parents[3] / "shared" / "golden"))
+from tests.utils.shared import GOLDEN  # noqa: E402
 
 
 def sd15_random_checkpoint() -> Path | None:

@@ -207,8 +207,7 @@ def test_skip_init_vae_loads_a_state_dict() -> None:
 
 # -- parity with ComfyUI (needs the full-size random SD1.5 checkpoint) ---------------------------
 
-# shared/ lies beside the repository (as in CI); LOOM_GOLDEN_DIR overrides.
-GOLDEN = Path(os.environ.get("LOOM_GOLDEN_DIR", Path(__file__).resolve().parents[3] / "shared" / "golden"))
+from tests.utils.shared import GOLDEN  # noqa: E402
 
 
 def _full_vae() -> AutoencoderKL:

@@ -1,0 +1,1 @@
+"""Test utilities shared by the test packages (random-weight checkpoints, ...)."""
