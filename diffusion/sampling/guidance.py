@@ -7,7 +7,8 @@ At every step `calc_cond_batch` runs all entries that can share a batch - typica
 negative - through the model as ONE batch, and blends overlapping areas by their weights
 (area feathering, mask, strength), as comfy/samplers.py `calc_cond_batch` does. `CFGDenoiser` then
 mixes uncond + (cond - uncond) * cfg, skipping the uncond pass at cfg == 1 unless a CFG++ sampler
-needs it.
+needs it. ControlNets (a cond's "control" object) get `pre_run` once per run in prepare_conds and
+`get_control(...)` at every batched evaluation; its residuals go to the model as `control=`.
 
 Hooks in `model_options` (same keys and argument dicts as ComfyUI, so ported patches work):
 `sampler_cfg_function`, `sampler_post_cfg_function` (list), `sampler_pre_cfg_function` (list),
@@ -186,7 +187,37 @@ def prepare_conds(
             for other in out:
                 if other != key:
                     _add_same_area_cond(out[other], c)
+    _prepare_controls(model, out)
     return out
+
+
+def _prepare_controls(model: Any, conds: dict[str, list[CondDict]]) -> None:
+    """ControlNets: `pre_run` each control once per run (sigma window, model sampling), then give
+    the positive controls marked `control_apply_to_uncond` (the old ControlNetApply node) to the
+    other cond lists, as comfy/samplers.py process_conds does."""
+    for entries in conds.values():
+        for c in entries:
+            control = c.get("control")
+            if control is not None and hasattr(control, "pre_run"):
+                control.pre_run(model, model.model_sampling.percent_to_sigma)
+    positive = [c for c in conds.get("positive", []) if c.get("control_apply_to_uncond", False)]
+    for key, entries in conds.items():
+        if key != "positive":
+            _share_controls(positive, entries)
+
+
+def _share_controls(cond: list[CondDict], uncond: list[CondDict]) -> None:
+    """Give each control of `cond`'s whole-latent entries to an uncond entry that has none (in
+    place; nothing when some uncond entry already has a control)."""
+    controls = [c["control"] for c in cond if "area" not in c and c.get("control") is not None]
+    if any("area" not in u and u.get("control") is not None for u in uncond):
+        return
+    plain = [(u, i) for i, u in enumerate(uncond) if "area" not in u]
+    if not plain:
+        return
+    for n, control in enumerate(controls):
+        entry, index = plain[n % len(plain)]
+        uncond[index] = {**entry, "control": control}  # more controls than entries: the last one wins
 
 
 # -- one step: evaluate all conds, batched ------------------------------------------------------------
