@@ -24,6 +24,17 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.strings",
     "nodes.image_io",
     "nodes.latent_io",
+    "nodes.loaders",
+    "nodes.conditioning",
+    "nodes.sampling",
+    "nodes.custom_sampling",
+    "nodes.latent",
+    "nodes.vae_nodes",
+    "nodes.model_patches",
+    "nodes.image_ops",
+    "nodes.mask_ops",
+    "nodes.controlnet",
+    "nodes.upscale",
 )
 """Modules of built-in nodes, in registration (and /object_info) order."""
 
