@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,79 @@ def configure_logging(config: Config) -> None:
     logging.basicConfig(level=level, stream=stream, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+class LazyModels:
+    """The "models" service: a diffusion.memory.ModelManager built on first use.
+
+    Building the manager imports torch and probes devices, which neither `convert`, a server
+    that has not run a prompt yet, nor a workflow without model nodes should pay for. Attribute
+    access is forwarded to the manager (`ctx.service("models").load_checkpoint(...)`), creating
+    it then; `unload_all()` (POST /free) only frees a manager that exists.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._manager: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def created(self) -> bool:
+        return self._manager is not None
+
+    def get(self) -> Any:
+        """The manager, created now if this is the first use."""
+        if self._manager is None:
+            with self._lock:  # two worker threads must not build two managers
+                if self._manager is None:
+                    self._manager = self._factory()
+        return self._manager
+
+    def unload_all(self) -> None:
+        if self._manager is not None:
+            self._manager.free(unload_models=True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # private names and copy/pickle probes never build a manager
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def __repr__(self) -> str:
+        return f"LazyModels({self._manager!r})" if self.created else "LazyModels(not created yet)"
+
+
+DEMO_MODEL_FILE = "loom_demo_tiny.safetensors"
+"""diffusion.random_weights.DEMO_CHECKPOINT, named here so a start that finds it imports no torch."""
+
+
+def ensure_demo_model(config: Config) -> None:
+    """--demo-model: a tiny random-weight SD1.5-family checkpoint in models/checkpoints (made once)."""
+    folder = config.models_path / "checkpoints"
+    if (folder / DEMO_MODEL_FILE).is_file():
+        log.info("demo model: %s", folder / DEMO_MODEL_FILE)
+        return
+    from diffusion.random_weights import ensure_demo_checkpoint  # torch: only when it must be made
+
+    path, _ = ensure_demo_checkpoint(folder)
+    log.info("demo model created: %s (random weights: it draws coloured noise)", path)
+
+
 def build_services(config: Config) -> dict[str, Any]:
     """What nodes may reach through their runtime (`ctx.service(name)`)."""
     from core.paths import ModelPaths
-
     from core.runtime import install_services
 
+    if config.demo_model:
+        ensure_demo_model(config)
     paths = ModelPaths.from_config(config.models_path, config.extra_model_paths)
+
+    def model_manager() -> Any:
+        from diffusion.memory import ModelManager  # deferred: imports torch, probes devices
+
+        return ModelManager.from_config(config, paths)
+
     services = {
         "config": config,
         "paths": paths,
+        "models": LazyModels(model_manager),
         "output_dir": config.output_path,
         "input_dir": config.input_path,
         "temp_dir": config.temp_path,

@@ -8,6 +8,7 @@ policy, precision, attention) are parsed and kept in `Config.engine` so nothing 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ COMMANDS = ("serve", "run", "convert")
 DEFAULT_PORT = 8188
 DEFAULT_LISTEN = "127.0.0.1"
 LISTEN_ALL = "0.0.0.0,::"
+AUTH_TOKEN_ENV = "LOOM_AUTH_TOKEN"
+"""Environment variable read when --auth-token is not given (keeps the secret out of `ps`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,21 @@ class Config:
     enable_cors_header: str | None = None
     max_upload_size_mb: float = 100.0
     disable_metadata: bool = False
+    auth_token: str | None = None
+    """Required from every client when set; generated at start if absent and the server is reachable
+    beyond loopback (non-loopback --listen or --allowed-hosts)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Extra Host names accepted while listening on loopback (a reverse proxy's public name)."""
+    retention: int = 10_000
+    """Finished prompts kept in history (oldest dropped first)."""
+    demo_model: bool = False
+    """Create models/checkpoints/loom_demo_tiny.safetensors (tiny random weights) if missing."""
+    max_nodes: int = 10_000
+    max_prompt_size_mb: float = 32.0
+    max_image_size: int = 8192
+    """Cap on constant width/height inputs of a queued prompt (0 = no cap); likewise the two below."""
+    max_batch_size: int = 64
+    max_steps: int = 1000
     verbose: str | None = None
     """Log level; None = INFO when serving, WARNING for `run` / `convert` (their output is the point)."""
     log_stdout: bool = False
@@ -144,6 +162,17 @@ def _config_from_namespace(command: str, args: argparse.Namespace, base_dir: Pat
         enable_cors_header=args.enable_cors_header,
         max_upload_size_mb=args.max_upload_size,
         disable_metadata=args.disable_metadata,
+        auth_token=args.auth_token or os.environ.get(AUTH_TOKEN_ENV) or None,
+        allowed_hosts=tuple(
+            h.strip().lower() for group in args.allowed_hosts or () for h in group.split(",") if h.strip()
+        ),
+        retention=args.retention,
+        demo_model=args.demo_model,
+        max_nodes=args.max_nodes,
+        max_prompt_size_mb=args.max_prompt_size,
+        max_image_size=args.max_image_size,
+        max_batch_size=args.max_batch_size,
+        max_steps=args.max_steps,
         verbose=args.verbose,
         log_stdout=args.log_stdout,
         quiet=getattr(args, "quiet", False),
@@ -213,6 +242,12 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     )
     server.add_argument("--preview-size", type=int, default=512)
     server.add_argument("--disable-metadata", action="store_true", help="no workflow in saved PNGs")
+    server.add_argument(
+        "--demo-model", action="store_true", help="create a tiny random-weight SD1.5 checkpoint to try Loom"
+    )
+    server.add_argument("--retention", type=_positive_int, default=10_000, metavar="N", help="finished prompts kept")
+
+    _add_security_flags(parser)
     server.add_argument("--verbose", nargs="?", const="DEBUG", default=None, metavar="LEVEL")
     server.add_argument("--log-stdout", action="store_true")
 
@@ -226,8 +261,32 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     return parser
 
 
+def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+    security = parser.add_argument_group("security and limits")
+    security.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help=f"token every client must send (or ${AUTH_TOKEN_ENV}); generated if needed",
+    )
+    security.add_argument(
+        "--allowed-hosts", action="append", metavar="HOST[,HOST]", help="Host names accepted besides loopback (proxy)"
+    )
+    security.add_argument("--max-nodes", type=_positive_int, default=10_000, metavar="N", help="nodes per prompt")
+    security.add_argument("--max-prompt-size", type=float, default=32.0, metavar="MB", help="POST /prompt body size")
+    security.add_argument("--max-image-size", type=_non_negative_int, default=8192, metavar="PX", help="0 = no cap")
+    security.add_argument("--max-batch-size", type=_non_negative_int, default=64, metavar="N", help="0 = no cap")
+    security.add_argument("--max-steps", type=_non_negative_int, default=1000, metavar="N", help="0 = no cap")
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value

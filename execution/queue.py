@@ -8,6 +8,10 @@ an `interrupted` history entry on the next open, from where `requeue` can run it
 
 Statuses: pending -> running -> success | error | interrupted; pending -> cancelled. Wire shapes are
 ComfyUI's (spec §1.1 queue/history/jobs routes, §1.2 numbering, §4.7 history item).
+
+Loom's additions over ComfyUI's queue: `move` (reorder pending prompts), `set_paused` (stop handing
+out prompts without losing any; kept across restarts) and `requeue` (run a failed, interrupted or
+cancelled prompt again under its id).
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from execution.store import (
     item_of_row,
     loads,
     migrate,
+    not_pending,
     open_lock,
     release_lock,
+    renumber,
     to_ms,
 )
 
@@ -91,6 +97,7 @@ class JobStore:
         self._cond = threading.Condition(self._lock)
         self._sensitive: dict[str, dict] = {}
         self._closed = False
+        self._paused = False
         self._lock_file = None
         if str(path) != MEMORY:
             db = Path(path)
@@ -169,6 +176,8 @@ class JobStore:
                 ]
                 self._write_finish(conn, row, "interrupted", {}, messages, {}, now)
             self._prune(conn)
+            paused = conn.execute("SELECT value FROM loom_meta WHERE key = 'paused'").fetchone()
+            self._paused = bool(paused and paused[0])
             pending, lost = conn.execute(
                 "SELECT COUNT(*), SUM(sensitive_keys != '[]') FROM prompts WHERE status = 'pending'"
             ).fetchone()
@@ -182,6 +191,10 @@ class JobStore:
         if lost:
             log.warning("%d pending prompt(s) lost their API tokens in the restart (never stored on disk)", lost)
         log.info("opened job store %s: %d pending", self.path, pending)
+        if self._paused:
+            log.warning(
+                "the queue is paused (since before this start): %d pending prompt(s) wait for a resume", pending
+            )
 
     def _write_finish(
         self,
@@ -303,8 +316,11 @@ class JobStore:
         return int(value) if value.is_integer() else value
 
     def claim(self, worker_id: str = "0") -> QueueItem | None:
-        """Atomically move the lowest-numbered pending prompt to running (ties: first submitted first)."""
+        """Atomically move the lowest-numbered pending prompt to running (ties: first submitted first).
+        None when nothing is pending or the queue is paused."""
         with self._tx() as conn:
+            if self._paused:
+                return None
             row = conn.execute("SELECT * FROM prompts WHERE status = 'pending' ORDER BY number, seq LIMIT 1").fetchone()
             if row is None:
                 return None
@@ -319,9 +335,10 @@ class JobStore:
         return item_of_row(row, secrets)
 
     def wait_for_work(self, timeout: float) -> bool:
-        """Block until a prompt is pending (True) or `timeout` seconds pass / the store closes (False)."""
+        """Block until a prompt can be claimed (True) or `timeout` seconds pass / the store closes (False).
+        While the queue is paused nothing can be claimed, so this waits for a resume."""
         with self._cond:
-            ready = self._cond.wait_for(lambda: self._closed or self._has_pending(), timeout)
+            ready = self._cond.wait_for(lambda: self._closed or (not self._paused and self._has_pending()), timeout)
             return bool(ready) and not self._closed
 
     def _has_pending(self) -> bool:
@@ -398,6 +415,62 @@ class JobStore:
             item = item_of_row(conn.execute("SELECT * FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone())
             self._cond.notify_all()
         return item
+
+    def move(
+        self, prompt_id: str, *, index: int | None = None, before: str | None = None, after: str | None = None
+    ) -> tuple[QueueItem, list[str]]:
+        """Move a pending prompt within the pending queue; (its item, pending ids in run order).
+
+        Exactly one of: `index` (0 = runs next; negative counts from the end, -1 = last; clamped),
+        `before` / `after` another pending prompt. The queue's existing numbers are handed out again
+        in the new order (see store.renumber), so only the items between the old and the new place
+        change number. Raises UnknownPromptError / QueueError naming what is wrong."""
+        if sum(where is not None for where in (index, before, after)) != 1:
+            raise QueueError(f"moving prompt {prompt_id}: give exactly one of index, before or after")
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT seq, prompt_id, number FROM prompts WHERE status = 'pending' ORDER BY number, seq"
+            ).fetchall()
+            order = [r["prompt_id"] for r in rows]
+            if prompt_id not in order:
+                raise not_pending(conn, prompt_id, "move")
+            order.remove(prompt_id)
+            anchor = before if before is not None else after
+            if index is not None:
+                position = index if index >= 0 else len(order) + 1 + index
+                position = min(max(position, 0), len(order))
+            elif anchor == prompt_id:
+                raise QueueError(f"cannot move prompt {prompt_id} before or after itself")
+            elif anchor not in order:
+                raise not_pending(conn, str(anchor), "move another prompt next to")
+            else:
+                position = order.index(anchor) + (1 if after is not None else 0)
+            order.insert(position, prompt_id)
+            by_id = {r["prompt_id"]: r for r in rows}
+            for pid, number in zip(order, renumber([r["number"] for r in rows], len(rows)), strict=True):
+                if by_id[pid]["number"] != number:
+                    conn.execute("UPDATE prompts SET number = ? WHERE seq = ?", (number, by_id[pid]["seq"]))
+            item = item_of_row(conn.execute("SELECT * FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone())
+        log.info("moved prompt %s to position %d of %d pending", prompt_id, position, len(order))
+        return item, order
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_paused(self, paused: bool) -> bool:
+        """Pause (True) or resume (False). While paused, claim() hands out nothing, so a worker finishes
+        the prompt it is running and then waits; prompts can still be submitted, moved and cancelled.
+        Stored in the database: a paused queue stays paused across a restart. Returns whether the
+        state changed."""
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO loom_meta (key, value) VALUES ('paused', ?)", (int(paused),))
+            changed = self._paused != paused
+            self._paused = paused
+            self._cond.notify_all()
+        if changed:
+            log.info("queue %s", "paused" if paused else "resumed")
+        return changed
 
     def item(self, prompt_id: str) -> QueueItem | None:
         """The stored record of any prompt, whatever its status (without sensitive data)."""

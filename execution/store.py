@@ -129,6 +129,29 @@ def history_entry(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+def not_pending(conn: sqlite3.Connection, prompt_id: str, action: str) -> QueueError:
+    """The error for an operation that needs a pending prompt: unknown id, or its actual status."""
+    row = conn.execute("SELECT status FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
+    if row is None:
+        return UnknownPromptError(f"cannot {action} prompt {prompt_id}: no such prompt")
+    return QueueError(f"cannot {action} prompt {prompt_id}: it is {row['status']}, not pending")
+
+
+def renumber(numbers: list[float], count: int) -> list[float]:
+    """`count` strictly increasing numbers made from the pending queue's current (sorted) numbers.
+
+    Moving an item is done by handing the existing numbers out again in the new order, so items
+    outside the moved range keep theirs and integer numbers stay integers. Ties (two prompts given
+    the same explicit number) are bumped by one, because a tie would leave their relative order to
+    submission order instead of to the move."""
+    out: list[float] = []
+    for number in sorted(numbers)[:count]:
+        if out and number <= out[-1]:
+            number = out[-1] + 1
+        out.append(number)
+    return out
+
+
 def lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 

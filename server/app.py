@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from core.paths import ModelPaths
 from execution.cache import Cache, cache_for_policy
 from execution.interrupt import InterruptFlag
 from execution.queue import JobStore
-from server.security import SecurityPolicy, is_loopback_host, security_middleware
+from server.limits import PromptLimits
+from server.security import SecurityPolicy, security_middleware, token_required
 from server.worker import Runner, Worker
 from server.ws import ThreadsafePublisher, WebSocketHub
 
@@ -119,6 +120,13 @@ class ServerSettings:
     paths: ModelPaths | None
     features: Mapping[str, Any]
     node_services: Mapping[str, Any] = field(default_factory=dict)
+    private_roots: tuple[tuple[str, str], ...] = ()
+    """(folder, placeholder) pairs redacted from messages to clients (server.http.redact)."""
+    limits: PromptLimits = field(default_factory=PromptLimits)
+    user_root: Path | None = None
+    """The user directory: per-user folders (user data, comfy.settings.json), users.json."""
+    multi_user: bool = False
+    """--multi-user: the `comfy-user` request header picks the user folder."""
 
 
 CONFIG = web.AppKey("loom_config", Config)
@@ -153,7 +161,21 @@ def _runner_factory(
     return make_runner
 
 
+def _private_folders(config: Config, folders: Mapping[str, Path], paths: ModelPaths | None) -> list[tuple[str, Any]]:
+    """Folders whose absolute paths are replaced by a placeholder in what clients are told."""
+    named: list[tuple[str, Any]] = [(f"<{kind}>", folder) for kind, folder in folders.items()]
+    named += [("<user>", config.user_path), ("<models>", config.models_path)]
+    if paths is not None:
+        named += [("<models>", folder) for kind in paths.kinds() for folder in paths.folders(kind)]
+        named += [("<custom_nodes>", folder) for folder in paths.custom_nodes_dirs]
+    named += [("<custom_nodes>", folder) for folder in config.all_custom_nodes_dirs]
+    named += [("<loom>", config.base_dir), ("<loom>", Path(__file__).resolve().parent.parent), ("~", Path.home())]
+    return named
+
+
 def _settings(services: Mapping[str, Any], config: Config, policy: SecurityPolicy) -> ServerSettings:
+    from server.http import private_roots  # deferred: server.http imports this module's AppKeys
+
     node_services = {key: value for key, value in services.items() if key not in SERVER_KEYS}
     node_services.setdefault("config", config)
     folders = {
@@ -163,13 +185,18 @@ def _settings(services: Mapping[str, Any], config: Config, policy: SecurityPolic
     }
     for kind, folder in folders.items():
         node_services.setdefault(f"{kind}_dir", folder)
+    paths = services.get("paths")
     return ServerSettings(
         config=config,
         folders=folders,
         web_root=Path(services.get("web_root") or WEB_ROOT),
-        paths=services.get("paths"),
+        paths=paths,
         features=server_features(policy),
         node_services=node_services,
+        private_roots=private_roots(_private_folders(config, folders, paths)),
+        limits=PromptLimits.from_config(config),
+        user_root=Path(services.get("user_dir") or config.user_path),
+        multi_user=bool(config.engine.get("multi_user")),
     )
 
 
@@ -182,18 +209,26 @@ def create_app(services: Mapping[str, Any]) -> web.Application:
     `packages` (reports with `name` and `web_directory`), `cache`, `executor` (anything with
     Executor's `execute`), `models` (with `unload_all()` for POST /free), `run_worker` (default
     True), `web_root`. All other keys are passed to nodes as services."""
+    from server.extensions import add_prompt_server
     from server.handlers import error_middleware  # deferred: handlers import this module's AppKeys
     from server.routes import setup_routes
+    from server.userdata import USERS, Users
 
     config: Config = services.get("config") or Config()
     store: JobStore = services["store"]
     catalog = services.get("catalog")
     if catalog is None:
         catalog = NodeCatalog(services.get("registry"), services.get("packages", ()), services.get("registry_loader"))
-    policy = SecurityPolicy.for_listen(config.listen, config.enable_cors_header, config.max_upload_size_mb)
+    policy = SecurityPolicy.for_listen(
+        config.listen,
+        config.enable_cors_header,
+        config.max_upload_size_mb,
+        token=config.auth_token,
+        allowed_hosts=config.allowed_hosts,
+    )
     settings = _settings(services, config, policy)
     node_services = settings.node_services
-    hub = WebSocketHub(store.remaining, settings.features)
+    hub = WebSocketHub(store.remaining, settings.features, paused=lambda: store.paused)
     flag = InterruptFlag()
     cache = services.get("cache")
     if cache is None:  # `is None`, not `or`: an empty cache is falsy (it has a length)
@@ -215,6 +250,8 @@ def create_app(services: Mapping[str, Any]) -> web.Application:
     )
     app[CONFIG], app[SETTINGS], app[STORE], app[CATALOG] = config, settings, store, catalog
     app[HUB], app[WORKER], app[RUN_WORKER] = hub, worker, bool(services.get("run_worker", True))
+    app[USERS] = Users(settings.user_root or config.user_path, settings.multi_user)
+    add_prompt_server(app, worker.publisher)
     setup_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_websockets)
@@ -252,7 +289,9 @@ def services_for(
 ) -> dict[str, Any]:
     """Everything create_app needs: the node services main.py built, the store, and a loader
     that builds the registry later, on a thread (loading packages is the slow part)."""
-    return {**node_services, "store": JobStore(config.user_path / STORE_FILE), "registry_loader": registry_loader}
+    store = JobStore(config.user_path / STORE_FILE, retention=config.retention)
+    # `config` last: serve() may have completed it (a generated token) after main.py built the services.
+    return {**node_services, "config": config, "store": store, "registry_loader": registry_loader}
 
 
 def listen_hosts(listen: str) -> list[str]:
@@ -282,6 +321,50 @@ async def _run(app: web.Application, hosts: list[str], port: int) -> None:
         await runner.cleanup()
 
 
+def secure_config(config: Config) -> Config:
+    """The config to serve with: a token generated (and its URL logged) when the server can be reached
+    from beyond this machine and none was given. A random token per start: pass --auth-token (or
+    $LOOM_AUTH_TOKEN) for one that survives restarts."""
+    if config.auth_token or not token_required(listen_hosts(config.listen), config.allowed_hosts):
+        return config
+    from server.auth import generate_token
+
+    config = replace(config, auth_token=generate_token())
+    shown = next((h for h in config.allowed_hosts), None)
+    url = f"http://{shown}" if shown else _url(listen_hosts(config.listen)[0], config.port)
+    log.warning(
+        "Loom can be reached beyond this machine (--listen %s%s), so every client needs this access token:\n"
+        "    %s\n  open %s/?token=%s in a browser, or send 'Authorization: Bearer <token>' from scripts. "
+        "Pass --auth-token to choose one that stays the same across restarts.",
+        config.listen,
+        f", --allowed-hosts {','.join(config.allowed_hosts)}" if config.allowed_hosts else "",
+        config.auth_token,
+        url,
+        config.auth_token,
+    )
+    return config
+
+
+def announce_models(paths: ModelPaths | None) -> bool:
+    """Log where checkpoints go when there is none; True if at least one was found."""
+    if paths is None:
+        return False
+    try:
+        found = paths.list("checkpoints")
+    except EngineError:
+        return False
+    if found:
+        log.info("%d checkpoint(s) in %s", len(found), ", ".join(str(f) for f in paths.folders("checkpoints")))
+        return True
+    log.warning(
+        "no checkpoint found: put a Stable Diffusion checkpoint (.safetensors; SD1.x, SD2.x or SDXL) in %s, "
+        "or restart with --demo-model to create a tiny random-weight one (it draws coloured noise, but runs the "
+        "default workflow end to end). The page and the API work meanwhile.",
+        paths.folders("checkpoints")[0],
+    )
+    return False
+
+
 def serve(
     config: Config,
     node_services: Mapping[str, Any],
@@ -292,13 +375,10 @@ def serve(
     `node_services` and `registry_loader` come from main.py, the composition root (the same ones
     `main.py run` uses), so the server and the CLI run nodes identically."""
     hosts = listen_hosts(config.listen)
-    if not all(is_loopback_host(host) for host in hosts):
-        log.warning(
-            "listening on %s, beyond loopback: anyone who can reach port %d can run prompts and read outputs "
-            "(token authentication is not implemented yet)",
-            config.listen,
-            config.port,
-        )
+    config = secure_config(config)
+    if config.auth_token:
+        log.info("clients must present the access token (Authorization: Bearer, ?token= or the page's cookie)")
+    announce_models(node_services.get("paths"))
     try:
         services = services_for(config, node_services, registry_loader)
     except EngineError as exc:  # another Loom holds the store, or it is from a newer version
@@ -330,6 +410,8 @@ __all__ = [
     "ServiceUnavailable",
     "create_app",
     "listen_hosts",
+    "announce_models",
+    "secure_config",
     "serve",
     "services_for",
 ]

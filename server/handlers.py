@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
-import mimetypes
 import os
 import sys
 import time
@@ -22,105 +20,31 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
-from core.errors import EngineError, ModelError
 from core.paths import contained
 from execution.queue import JobStore
-from execution.store import DuplicatePromptError, InvalidQueryError, QueueError, UnknownPromptError
+from execution.store import DuplicatePromptError, InvalidQueryError, QueueError
 from execution.validate import validate_prompt_async
 from server.app import CATALOG, HUB, LOOM_VERSION, SETTINGS, STORE, WORKER, ServiceUnavailable
-from server.security import Handler
+from server.extensions import dispatch
+from server.http import (  # noqa: F401 - error_middleware and BadRequest are re-exported (older import path)
+    NO_CACHE,
+    BadRequest,
+    error_middleware,
+    error_object,
+    id_list,
+    json_dumps,
+    query_int,
+    read_json,
+    read_object,
+    redact_value,
+    safe_headers,
+)
+from server.limits import LIMIT_ERROR, LimitViolation, body_too_large, check_prompt
+from server.ws import exec_info
 
 log = logging.getLogger(__name__)
 
-NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache", "Expires": "0"}
-# Served files a browser would run or style if it trusted our type: sent as opaque bytes instead.
-ACTIVE_TYPES = ("text/", "application/javascript", "application/ecmascript", "application/xhtml", "image/svg")
-ACTIVE_SUFFIXES = (".html", ".htm", ".js", ".mjs", ".css", ".svg", ".xml", ".xhtml")
 VIEW_TYPES_HINT = "output, input or temp"
-
-
-class BadRequest(EngineError):
-    """A request the client got wrong: answered with `status` and ComfyUI's error object."""
-
-    def __init__(self, message: str, kind: str = "invalid_request", status: int = 400, **extra: Any) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.extra = extra
-
-
-def error_object(kind: str, message: str, details: str = "", extra_info: Mapping[str, Any] | None = None) -> dict:
-    return {"type": kind, "message": message, "details": details, "extra_info": dict(extra_info or {})}
-
-
-def _error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": error_object(kind, message), **extra}, status=status)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """EngineError -> JSON 4xx/503, anything unexpected -> JSON 500 (logged with its traceback)."""
-    try:
-        return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error_response(413, "request_too_large", f"request body too large: {exc.text}")
-    except web.HTTPException:
-        raise
-    except BadRequest as exc:
-        return _error_response(exc.status, exc.kind, str(exc), **exc.extra)
-    except ServiceUnavailable as exc:
-        return _error_response(503, "service_unavailable", str(exc))
-    except (UnknownPromptError, ModelError) as exc:
-        return _error_response(404, "not_found", str(exc))
-    except (InvalidQueryError, QueueError) as exc:
-        return _error_response(400, "invalid_request", str(exc))
-    except EngineError as exc:
-        return _error_response(400, type(exc).__name__, str(exc))
-    except Exception as exc:
-        log.exception("%s %s failed", request.method, request.path)
-        return _error_response(500, "server_error", f"{type(exc).__name__}: {exc}")
-
-
-# ---------------------------------------------------------------------- parsing helpers
-
-
-async def read_json(request: web.Request, *, empty: Any = None) -> Any:
-    """The JSON body, `empty` if there is none; BadRequest (400) if it does not parse."""
-    raw = await request.read()
-    if not raw.strip():
-        return empty
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"request body is not UTF-8 text: {exc.reason} at byte {exc.start}", "invalid_json") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(
-            f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", "invalid_json"
-        ) from None
-
-
-async def read_object(request: web.Request) -> dict[str, Any]:
-    body = await read_json(request, empty={})
-    if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-def query_int(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"query parameter '{name}' must be an integer, got {value!r}") from None
-
-
-def id_list(body: Mapping[str, Any], key: str) -> list[str]:
-    ids = body.get(key, [])
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise BadRequest(f"'{key}' must be a list of prompt id strings, got {ids!r}")
-    return ids
 
 
 # ---------------------------------------------------------------------- prompt and queue
@@ -157,17 +81,28 @@ def _submission(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def get_prompt(request: web.Request) -> web.Response:
-    return web.json_response({"exec_info": {"queue_remaining": request.app[STORE].remaining()}})
+    store: JobStore = request.app[STORE]
+    return web.json_response({"exec_info": exec_info(store.remaining(), store.paused)})
+
+
+def _check_limits(violation: LimitViolation | None) -> None:
+    if violation is not None:
+        raise BadRequest(violation.message, LIMIT_ERROR, violation.status, node_errors=violation.node_errors)
 
 
 async def post_prompt(request: web.Request) -> web.Response:
-    """Validate and queue a prompt (spec §1.2)."""
+    """Check the server's limits, validate and queue a prompt (spec §1.2)."""
+    limits = request.app[SETTINGS].limits
+    if request.content_length is not None:  # refused before reading; a chunked body is measured below
+        _check_limits(body_too_large(limits, request.content_length))
     try:
         body = await read_object(request)
     except BadRequest as exc:
         raise _prompt_error(str(exc), exc.kind) from None
+    _check_limits(body_too_large(limits, len(await request.read())))
     if body.get("prompt") is None:
         raise _prompt_error("No prompt provided", "no_prompt")
+    _check_limits(check_prompt(limits, body["prompt"]))
     targets = body.get("partial_execution_targets")
     if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
         raise _prompt_error(f"'partial_execution_targets' must be a list of node id strings, got {targets!r}")
@@ -175,15 +110,16 @@ async def post_prompt(request: web.Request) -> web.Response:
     registry = await request.app[CATALOG].get()
     validation = await validate_prompt_async(body["prompt"], registry, targets)
     if not validation.ok:
-        return web.json_response({"error": validation.error, "node_errors": validation.node_errors}, status=400)
+        roots = request.app[SETTINGS].private_roots
+        body = {"error": validation.error, "node_errors": validation.node_errors}
+        return web.json_response(redact_value(body, roots), status=400, dumps=json_dumps)
     try:
         item = request.app[STORE].submit(validation.prompt, outputs_to_execute=validation.outputs, **submission)
     except (DuplicatePromptError, QueueError) as exc:
         raise _prompt_error(str(exc)) from None
     request.app[HUB].broadcast_status()
-    return web.json_response(
-        {"prompt_id": item.prompt_id, "number": item.number, "node_errors": validation.node_errors}
-    )
+    node_errors = redact_value(validation.node_errors, request.app[SETTINGS].private_roots)
+    return web.json_response({"prompt_id": item.prompt_id, "number": item.number, "node_errors": node_errors})
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -193,17 +129,25 @@ async def get_queue(request: web.Request) -> web.Response:
             "queue_running": [item.as_comfy_tuple() for item in running],
             "queue_pending": [item.as_comfy_tuple() for item in pending],
         },
-        dumps=_dumps,
+        dumps=json_dumps,
     )
 
 
 async def post_queue(request: web.Request) -> web.Response:
+    """ComfyUI's `{"clear": true}` / `{"delete": [ids]}`, and Loom's `{"pause": true}` /
+    `{"resume": true}` (the worker finishes its running prompt, then starts no other until resumed)."""
     body = await read_object(request)
     store: JobStore = request.app[STORE]
+    if body.get("pause") and body.get("resume"):
+        raise BadRequest("'pause' and 'resume' cannot both be true")
     if body.get("clear"):
         store.clear_pending()
     if "delete" in body:
         store.cancel(id_list(body, "delete"))
+    if body.get("pause"):
+        store.set_paused(True)
+    if body.get("resume"):
+        store.set_paused(False)
     request.app[HUB].broadcast_status()
     return web.Response(status=200)
 
@@ -228,17 +172,13 @@ async def post_free(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- history and jobs
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
 async def get_history(request: web.Request) -> web.Response:
     history = request.app[STORE].history(query_int(request, "max_items"), query_int(request, "offset"))
-    return web.json_response(history, dumps=_dumps)
+    return web.json_response(history, dumps=json_dumps)
 
 
 async def get_history_item(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STORE].history_item(request.match_info["prompt_id"]), dumps=_dumps)
+    return web.json_response(request.app[STORE].history_item(request.match_info["prompt_id"]), dumps=json_dumps)
 
 
 async def post_history(request: web.Request) -> web.Response:
@@ -266,14 +206,14 @@ async def get_jobs(request: web.Request) -> web.Response:
         )
     except (BadRequest, InvalidQueryError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response(jobs, dumps=_dumps)
+    return web.json_response(jobs, dumps=json_dumps)
 
 
 async def get_job(request: web.Request) -> web.Response:
     job = request.app[STORE].job(request.match_info["job_id"])
     if job is None:
         return web.json_response({"error": "Job not found"}, status=404)
-    return web.json_response(job, dumps=_dumps)
+    return web.json_response(job, dumps=json_dumps)
 
 
 # ---------------------------------------------------------------------- nodes and models
@@ -293,13 +233,13 @@ def _object_info(registry: Mapping[str, Any], class_type: str | None = None) -> 
 async def get_object_info(request: web.Request) -> web.Response:
     registry = await request.app[CATALOG].get()
     # On a thread: specs may list model folders, and the loop must keep serving meanwhile.
-    return web.json_response(await asyncio.to_thread(_object_info, registry), dumps=_dumps)
+    return web.json_response(await asyncio.to_thread(_object_info, registry), dumps=json_dumps)
 
 
 async def get_object_info_one(request: web.Request) -> web.Response:
     registry = await request.app[CATALOG].get()
     info = await asyncio.to_thread(_object_info, registry, request.match_info["node_class"])
-    return web.json_response(info, dumps=_dumps)
+    return web.json_response(info, dumps=json_dumps)
 
 
 def _model_paths(request: web.Request) -> Any:
@@ -388,19 +328,6 @@ async def get_system_stats(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- files
 
 
-def _safe_headers(path: Path, download_name: str) -> dict[str, str]:
-    """Content type that cannot run in the browser, nosniff, and the file name for downloads."""
-    guessed = mimetypes.guess_type(download_name)[0] or "application/octet-stream"
-    if guessed.startswith(ACTIVE_TYPES) or path.suffix.lower() in ACTIVE_SUFFIXES:
-        guessed = "application/octet-stream"
-    ascii_name = download_name.encode("ascii", "replace").decode("ascii").replace("\\", "_").replace('"', "_")
-    return {
-        hdrs.CONTENT_TYPE: guessed,
-        hdrs.CONTENT_DISPOSITION: f"filename=\"{ascii_name}\"; filename*=UTF-8''{quote(download_name)}",
-        "X-Content-Type-Options": "nosniff",
-    }
-
-
 def _view_target(request: web.Request) -> Path:
     """The file GET /view names, after ComfyUI's checks: 400 bad name, 403 escape, 404 missing."""
     query = request.query
@@ -454,7 +381,7 @@ def _image_variant(path: Path, channel: str | None, preview: str | None) -> tupl
 
 async def view(request: web.Request) -> web.StreamResponse:
     target = _view_target(request)
-    headers = _safe_headers(target, target.name)
+    headers = safe_headers(target, target.name)
     channel = request.query.get("channel", "rgba").lower()
     preview = request.query.get("preview")
     if preview or channel in ("rgb", "a"):
@@ -503,7 +430,14 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def web_file(request: web.Request) -> web.StreamResponse:
-    return _static(request.app[SETTINGS].web_root, request.match_info["path"])
+    """A file of web/, else a GET route a custom package added (server.extensions)."""
+    try:
+        return _static(request.app[SETTINGS].web_root, request.match_info["path"])
+    except web.HTTPNotFound:
+        response = await dispatch(request)
+        if response is None:
+            raise
+        return response
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

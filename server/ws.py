@@ -29,13 +29,26 @@ gets a fresh `status`) rather than letting its backlog grow without bound; previ
 dropped for it once its queue is half full."""
 
 
+@dataclass(frozen=True)
+class StateSlot:
+    """A place in a client's queue for the latest snapshot of one prompt's `progress_state`."""
+
+    prompt_id: str
+
+
 @dataclass(eq=False)
 class Client:
     sid: str
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[str | bytes | None] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE_LIMIT))
+    queue: asyncio.Queue[str | bytes | StateSlot | None] = field(
+        default_factory=lambda: asyncio.Queue(CLIENT_QUEUE_LIMIT)
+    )
     features: dict[str, Any] = field(default_factory=dict)
     writer: asyncio.Task[None] | None = None
+    states: dict[str, Outgoing] = field(default_factory=dict)
+    """Unsent progress_state per prompt: each message is a full snapshot, so a newer one replaces an
+    older one still waiting, and a client that falls behind gets the latest state instead of a
+    backlog (a 2,000-node graph makes 4,000 of them). Serialised only when sent."""
 
     @property
     def wants_metadata(self) -> bool:
@@ -45,8 +58,15 @@ class Client:
 class WebSocketHub:
     """Connected clients by session id, and ComfyUI's rules for who receives what."""
 
-    def __init__(self, queue_remaining: Callable[[], int], server_features: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        queue_remaining: Callable[[], int],
+        server_features: Mapping[str, Any],
+        *,
+        paused: Callable[[], bool] | None = None,
+    ) -> None:
         self._queue_remaining = queue_remaining
+        self._paused = paused
         self.server_features = dict(server_features)
         self.clients: dict[str, Client] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -130,14 +150,25 @@ class WebSocketHub:
                 if item is None:
                     await ws.close(code=WSCloseCode.GOING_AWAY, message=b"replaced by a newer connection")
                     return
-                if isinstance(item, bytes):
+                if isinstance(item, StateSlot):
+                    state = client.states.pop(item.prompt_id, None)
+                    if state is not None:
+                        await ws.send_str(state.text())
+                elif isinstance(item, bytes):
                     await ws.send_bytes(item)
                 else:
                     await ws.send_str(item)
         except (ConnectionError, RuntimeError) as exc:  # the peer went away mid-send
             log.debug("websocket client %s: send failed: %s", client.sid, exc)
 
-    def _enqueue(self, client: Client, item: str | bytes | None, *, droppable: bool = False) -> None:
+    def _enqueue_state(self, client: Client, message: Outgoing) -> None:
+        prompt_id = str(message.data.get("prompt_id"))
+        waiting = prompt_id in client.states
+        client.states[prompt_id] = message
+        if not waiting:
+            self._enqueue(client, StateSlot(prompt_id))
+
+    def _enqueue(self, client: Client, item: str | bytes | StateSlot | None, *, droppable: bool = False) -> None:
         queue = client.queue
         if droppable and queue.qsize() >= CLIENT_QUEUE_LIMIT // 2:
             return
@@ -167,15 +198,21 @@ class WebSocketHub:
     def _status(self) -> dict[str, Any]:
         try:
             remaining = self._queue_remaining()
+            paused = self._paused is not None and self._paused()
         except Exception:  # the store is closed during shutdown
             log.debug("queue size unavailable", exc_info=True)
-            remaining = 0
-        return {"exec_info": {"queue_remaining": remaining}}
+            remaining, paused = 0, False
+        return {"exec_info": exec_info(remaining, paused)}
 
-    def broadcast_status(self) -> None:
-        """`status` to every socket: sent on every queue change."""
+    def status_snapshot(self) -> dict[str, Any]:
+        """The `status` payload now (thread-safe: the store is)."""
+        return self._status()
+
+    def broadcast_status(self, status: dict[str, Any] | None = None) -> None:
+        """`status` to every socket: sent on every queue change. `status` is the snapshot taken when
+        the change happened (the worker's); None = now."""
         if self.clients:
-            text = json_message("status", {"status": self._status()})
+            text = json_message("status", {"status": status if status is not None else self._status()})
             for client in list(self.clients.values()):
                 self._enqueue(client, text)
 
@@ -200,13 +237,17 @@ class WebSocketHub:
                     frames[wants] = message.frame(wants)
                 self._enqueue(client, frames[wants], droppable=True)
             return
-        if targets:
+        if targets and message.type == "progress_state" and isinstance(message.data, dict):
+            for client in targets:
+                self._enqueue_state(client, message)
+        elif targets:
             text = message.text()
             for client in targets:
                 self._enqueue(client, text)
 
     def _track(self, message: Outgoing) -> None:
-        if message.type == "executing" and self._running is not None:
+        # data is a dict for Loom's messages; a package's send_sync may send anything.
+        if message.type == "executing" and self._running is not None and isinstance(message.data, dict):
             prompt_id, client_id, _ = self._running
             if message.data.get("prompt_id") == prompt_id:
                 self._running = (prompt_id, client_id, message.data.get("node"))
@@ -225,12 +266,25 @@ class WebSocketHub:
         return len(self.clients)
 
 
+def exec_info(remaining: int, paused: bool) -> dict[str, Any]:
+    """ComfyUI's exec_info; Loom adds `paused: true` while the queue is paused (absent otherwise, so
+    the usual message stays exactly ComfyUI's)."""
+    info: dict[str, Any] = {"queue_remaining": remaining}
+    if paused:
+        info["paused"] = True
+    return info
+
+
 class ThreadsafePublisher:
     """The hub as seen from the worker thread: every call is queued onto the hub's loop, in order.
     Calls after the loop has stopped are dropped (the server is shutting down)."""
 
     def __init__(self, hub: WebSocketHub) -> None:
         self.hub = hub
+        # The prompt being run, as the worker thread knows it right now (the hub learns it a hop
+        # later): what custom nodes read as PromptServer.instance.client_id / last_node_id.
+        self.running: tuple[str, str | None] | None = None
+        self.last_node: str | None = None
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self.hub.loop
@@ -245,16 +299,24 @@ class ThreadsafePublisher:
         return self.hub.client_count > 0
 
     def send(self, message: Outgoing | Preview, client_id: str | None) -> None:
+        if isinstance(message, Outgoing) and message.type == "executing" and isinstance(message.data, dict):
+            self.last_node = message.data.get("node")
         self._call(self.hub.send, message, client_id)
 
     def status_changed(self) -> None:
-        self._call(self.hub.broadcast_status)
+        # Counted here, on the worker thread, when the change happens: counted later on the loop,
+        # a "prompt started" status could already read 0 if the prompt finished meanwhile, and
+        # arrive before that prompt's progress messages.
+        self._call(self.hub.broadcast_status, self.hub.status_snapshot())
 
     def prompt_started(self, prompt_id: str, client_id: str | None) -> None:
+        self.running, self.last_node = (prompt_id, client_id), None
         self._call(self.hub.prompt_started, prompt_id, client_id)
 
     def prompt_finished(self, prompt_id: str) -> None:
+        if self.running is not None and self.running[0] == prompt_id:
+            self.running = None
         self._call(self.hub.prompt_finished, prompt_id)
 
 
-__all__ = ["CLIENT_QUEUE_LIMIT", "Client", "ThreadsafePublisher", "WebSocketHub"]
+__all__ = ["CLIENT_QUEUE_LIMIT", "Client", "ThreadsafePublisher", "WebSocketHub", "exec_info"]

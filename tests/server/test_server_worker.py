@@ -108,7 +108,7 @@ async def test_shutdown_interrupts_records_and_closes_sockets(start, tmp_path: P
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(client.make_url("/ws?clientId=watcher"))
         await ws.receive_json(timeout=5)
-        pid = (await post_prompt(client, long_prompt(steps=3000, delay=0.01), client_id="watcher"))["prompt_id"]
+        pid = (await post_prompt(client, long_prompt(steps=1000, delay=0.03), client_id="watcher"))["prompt_id"]
         await wait_running(client, pid)
         pending = (await post_prompt(client, output_prompt(), prompt_id="still-pending"))["prompt_id"]
 
