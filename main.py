@@ -133,15 +133,39 @@ def build_registry(config: Config, services: dict[str, Any]) -> Any:
     return registry
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def load_workflow(path: Path) -> Any:
+    """The JSON of a workflow file, or what a PNG saved by Loom or ComfyUI carries: its `prompt`
+    chunk (exactly what ran) as a POST-style body, with its `workflow` chunk kept for re-saving."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from exc
+    if raw.startswith(PNG_SIGNATURE):
+        return _png_workflow(path, raw)
     try:
-        return json.loads(text)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(f"{path} is neither a JSON workflow nor a PNG (not UTF-8 text: {exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+
+
+def _png_workflow(path: Path, raw: bytes) -> Any:
+    from nodes.pngmeta import read_png_metadata
+
+    try:
+        meta = read_png_metadata(raw)
+    except ValueError as exc:
+        raise WorkflowError(f"{path}: unreadable PNG: {exc}") from exc
+    if meta["prompt"] is not None:
+        extra = {"extra_pnginfo": {"workflow": meta["workflow"]}} if meta["workflow"] is not None else {}
+        return {"prompt": meta["prompt"], "extra_data": extra}
+    if meta["workflow"] is not None:
+        return meta["workflow"]
+    raise WorkflowError(f"{path} carries no workflow: it has no 'prompt' or 'workflow' text chunk")
 
 
 def to_api_prompt(data: Any, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -155,8 +179,10 @@ def to_api_prompt(data: Any, registry: Any) -> tuple[dict[str, Any], dict[str, A
             return definition.spec() if definition is not None else None
 
         return workflow_to_prompt(data, spec_of), {"workflow": data}
-    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]  # a saved POST /prompt body
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):  # a saved POST /prompt body
+        extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
+        pnginfo = extra.get("extra_pnginfo") if isinstance(extra.get("extra_pnginfo"), dict) else {}
+        return data["prompt"], pnginfo
     if not isinstance(data, dict):
         raise WorkflowError(
             "a workflow must be a JSON object: an API prompt {id: {class_type, inputs}} or a UI workflow"

@@ -128,3 +128,33 @@ def test_unreadable_and_malformed_files_are_clear_errors(base: Path) -> None:
     (base / "list.json").write_text("[1, 2]")
     done = run_main("convert", "list.json", base=base)
     assert done.returncode == 2 and "must be a JSON object" in done.stderr
+
+
+def _png_with(texts: dict[str, str]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    from nodes.pngmeta import add_png_text
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+    return add_png_text(buffer.getvalue(), texts)
+
+
+def test_run_a_png_runs_its_embedded_prompt(base: Path) -> None:
+    workflow = {"nodes": [], "links": [], "version": 0.4}
+    (base / "saved.png").write_bytes(
+        _png_with({"prompt": json.dumps(concat_prompt("png")), "workflow": json.dumps(workflow)})
+    )
+    done = run_main("run", "saved.png", "-q", base=base)
+    assert done.returncode == 0, done.stderr
+    assert "node 3 text: hello, png" in done.stdout
+    converted = run_main("convert", "saved.png", base=base)
+    assert json.loads(converted.stdout) == concat_prompt("png")
+
+
+def test_png_without_a_workflow_is_a_clear_error(base: Path) -> None:
+    (base / "plain.png").write_bytes(_png_with({"Comment": "nothing here"}))
+    done = run_main("run", "plain.png", base=base)
+    assert done.returncode == 2 and "carries no workflow" in done.stderr
