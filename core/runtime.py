@@ -51,6 +51,8 @@ class NodeRuntime:
     interrupt_check: Callable[[], None] = _never_interrupted
     services: Mapping[str, Any] = field(default_factory=dict)
     """What the composition root provides to nodes: paths, model manager, output dirs..."""
+    extra_data: Mapping[str, Any] = field(default_factory=dict)
+    """The prompt's extra_data (POST /prompt): e.g. a per-prompt `preview_method`."""
 
     def progress(self, value: float, total: float | None = None, preview: Any = None) -> None:
         """Report progress (and optionally a preview image); also checks for an interrupt."""

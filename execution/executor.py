@@ -517,6 +517,7 @@ class Executor:
             report_progress=functools.partial(_report_progress, run, node_id),
             interrupt_check=run.check_interrupt,
             services=self.services,
+            extra_data=run.extra_data,
         )
 
     # --- results, expansion ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Model loader nodes: CheckpointLoaderSimple, DiffusersLoader, VAELoader, UNETLoader, CLIPLoader,
-DualCLIPLoader (spec §5.1, names, inputs and outputs as ComfyUI's nodes.py).
+"""Model loader nodes: CheckpointLoaderSimple, CheckpointLoader (with an LDM yaml config, deprecated),
+DiffusersLoader, VAELoader, UNETLoader, CLIPLoader, DualCLIPLoader (spec §5.1, names, inputs and
+outputs as ComfyUI's nodes.py).
 
 Loading is the model manager's business (`ctx.service("models")`, a diffusion.memory.ModelManager):
 it caches loads across prompts, so a workflow that names the same checkpoint again gets handles over
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,117 @@ def _diffusers_path(ctx: NodeRuntime, name: str) -> Path:
     raise ModelError(f"diffusers model folder '{name}' not found; looked in: {searched}")
 
 
+# -- LDM yaml configs (CheckpointLoader) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LdmConfig:
+    """What Loom takes from an LDM inference yaml (v1-inference.yaml, v2-inference-v.yaml ...).
+
+    The architecture is always read from the weights; the yaml only says how to sample and encode:
+    `model.params.parameterization` ("v" -> v-prediction), `model.params.scale_factor` and
+    `model.params.cond_stage_config.params.layer_idx` (a CLIP layer, as ComfyUI applies it)."""
+
+    parameterization: str | None = None
+    scale_factor: float | None = None
+    clip_layer: int | None = None
+
+
+def read_ldm_config(path: Path) -> LdmConfig:
+    """Parse an LDM yaml with yaml.safe_load; ModelError saying what is wrong when it cannot be used."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"config '{path.name}' cannot be read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ModelError(f"config '{path.name}' is not valid YAML: {exc}") from exc
+    model = data.get("model") if isinstance(data, Mapping) else None
+    params = model.get("params") if isinstance(model, Mapping) else None
+    if not isinstance(params, Mapping):
+        raise ModelError(f"config '{path.name}' is not an LDM model config: it has no model.params mapping")
+    kind = params.get("parameterization")
+    if kind is not None and not isinstance(kind, str):
+        raise ModelError(f"config '{path.name}': model.params.parameterization must be a string, not {kind!r}")
+    scale = params.get("scale_factor")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
+        raise ModelError(f"config '{path.name}': model.params.scale_factor must be a positive number, not {scale!r}")
+    cond = params.get("cond_stage_config")
+    cond_params = cond.get("params") if isinstance(cond, Mapping) else None
+    layer = cond_params.get("layer_idx") if isinstance(cond_params, Mapping) else None
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
+        raise ModelError(f"config '{path.name}': cond_stage_config.params.layer_idx must be an integer, not {layer!r}")
+    return LdmConfig(kind, None if scale is None else float(scale), layer)
+
+
+def apply_ldm_config(config: LdmConfig, model: Any, clip: Any, source: str) -> tuple[Any, Any]:
+    """Clones of the loaded MODEL / CLIP with what the yaml says (the cached originals stay as they are)."""
+    from dataclasses import replace
+
+    from diffusion.sampling.model_sampling import make_model_sampling
+
+    model = model.clone()
+    if config.parameterization == "v":
+        # As ComfyUI: a fresh discrete v-prediction sampling; a zero-terminal-SNR checkpoint keeps it.
+        zsnr = bool(getattr(model.model_sampling, "zsnr", False))
+        model.add_object_patch("model_sampling", make_model_sampling("v_prediction", zsnr))
+    elif config.parameterization not in (None, "eps"):
+        log.warning("%s: parameterization %r is not used (only 'v' changes the sampling)", source,
+                    config.parameterization)  # fmt: skip
+    fmt = model.latent_format
+    if config.scale_factor is not None and config.scale_factor != fmt.scale_factor:
+        log.info("%s: latent scale factor %g (the %s default is %g)", source, config.scale_factor,
+                 model.family.name, fmt.scale_factor)  # fmt: skip
+        model.latent_format = replace(fmt, scale_factor=config.scale_factor)
+    if clip is not None and config.clip_layer is not None:
+        clip = clip.clone()
+        clip.clip_layer(config.clip_layer)
+    return model, clip
+
+
+# -- text encoder files ------------------------------------------------------------------------------
+
+FAMILY_ENCODERS = {"sdxl": ("clip_l", "clip_g")}
+"""The encoders a DualCLIPLoader `type` combines (ComfyUI's CLIPType for two files)."""
+
+
+def encoder_kinds(paths: Sequence[Path], clip_type: str) -> list[str] | None:
+    """Which encoder each file holds, using the loader's `type` as a hint; None: let the loader decide.
+
+    The depth of the weights names the encoder (32 layers CLIP-G, 24 CLIP-H, 12 CLIP-L) as in
+    ComfyUI. Only when depth cannot tell the files apart (narrow test or truncated encoders read as
+    the same kind) is the wider file taken as the larger encoder of the pair `clip_type` names.
+    Only safetensors headers are read here (a pickle would have to be loaded whole); None as well
+    when a file cannot be read: the load itself then reports what is wrong with it."""
+    wanted = FAMILY_ENCODERS.get(clip_type)
+    if wanted is None or len(paths) != len(wanted):
+        return None
+    from diffusion.families.base import CLIP_L, text_config_from_state_dict
+    from diffusion.loading import SAFETENSORS_SUFFIXES, LazyStateDict, classify_text_encoder, text_encoder_weights
+
+    if not all(p.suffix.lower() in SAFETENSORS_SUFFIXES for p in paths):
+        return None
+    found: list[tuple[str, int]] = []
+    try:
+        for path in paths:
+            with LazyStateDict(path) as sd:
+                weights = text_encoder_weights(sd)
+                width = text_config_from_state_dict(weights, CLIP_L).hidden_size
+                found.append((classify_text_encoder(weights), width))
+    except ModelError as exc:
+        log.debug("cannot read the text encoders for a type hint: %s", exc)
+        return None
+    kinds = [kind for kind, _ in found]
+    if len(set(kinds)) == len(kinds):
+        return kinds  # depth told them apart (an unusable pair is the loader's error to report)
+    by_width = sorted(range(len(found)), key=lambda i: found[i][1])
+    for rank, index in enumerate(by_width):  # `wanted` runs from the narrowest encoder to the widest
+        kinds[index] = wanted[rank]
+    log.info("text encoders %s taken as %s (by width, for type %s)", [p.name for p in paths], kinds, clip_type)
+    return kinds
+
+
 # -- nodes -------------------------------------------------------------------------------------------
 
 
@@ -120,6 +233,29 @@ class CheckpointLoaderSimple(Node):
         path = resolve_model(ctx, "checkpoints", ckpt_name)
         model, clip, vae = manager(ctx).load_checkpoint(path)
         log.info("loaded %s (%s)", ckpt_name, model.family.description)
+        return model, clip, vae
+
+
+class CheckpointLoader(Node):
+    """Loads a checkpoint with an LDM yaml config (deprecated in ComfyUI): the weights give the
+    architecture, the yaml the parameterization (v-prediction), scale factor and CLIP layer."""
+
+    spec = NodeSpec(
+        id="CheckpointLoader",
+        display_name="Load Checkpoint With Config (DEPRECATED)",
+        category="advanced/loaders",
+        deprecated=True,
+        inputs=(
+            Choice("config_name", model_files("configs"), legacy=True),
+            Choice("ckpt_name", model_files("checkpoints"), legacy=True),
+        ),
+        outputs=(Output("MODEL"), Output("CLIP"), Output("VAE")),
+    )
+
+    def run(self, ctx: NodeRuntime, config_name: str, ckpt_name: str) -> tuple[Any, Any, Any]:
+        config = read_ldm_config(resolve_model(ctx, "configs", config_name))
+        model, clip, vae = manager(ctx).load_checkpoint(resolve_model(ctx, "checkpoints", ckpt_name))
+        model, clip = apply_ldm_config(config, model, clip, f"{ckpt_name} with {config_name}")
         return model, clip, vae
 
 
@@ -220,21 +356,29 @@ class DualCLIPLoader(Node):
         device: str = "default",
     ) -> tuple[Any]:
         files = [resolve_model(ctx, "text_encoders", name) for name in (clip_name1, clip_name2)]
-        return (manager(ctx).load_text_encoders(files),)
+        kinds = encoder_kinds(files, type)
+        if kinds is None:
+            return (manager(ctx).load_text_encoders(files),)
+        return (manager(ctx).load_text_encoders(files, kinds=kinds),)
 
 
-NODES = [CheckpointLoaderSimple, DiffusersLoader, VAELoader, UNETLoader, CLIPLoader, DualCLIPLoader]
+NODES = [CheckpointLoaderSimple, CheckpointLoader, DiffusersLoader, VAELoader, UNETLoader, CLIPLoader, DualCLIPLoader]
 
 __all__ = [
     "NODES",
     "CLIPLoader",
+    "CheckpointLoader",
     "CheckpointLoaderSimple",
     "DiffusersLoader",
     "DualCLIPLoader",
+    "LdmConfig",
     "UNETLoader",
     "VAELoader",
+    "apply_ldm_config",
     "diffusers_folders",
+    "encoder_kinds",
     "manager",
     "model_files",
+    "read_ldm_config",
     "resolve_model",
 ]

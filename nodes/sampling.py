@@ -6,9 +6,10 @@ ComfyUI does, bit for bit), builds the sigmas, runs the sampler with CFG and han
 Each sampler step reports `ctx.progress(step + 1, total, preview)`, which also raises Interrupted
 when the prompt is interrupted; the guidance loop checks for an interrupt before every network call.
 
-Previews (`--preview-method` auto / latent2rgb / taesd) project the denoised estimate to RGB with the
-model family's latent->RGB factors (TAESD is not available yet, so every method uses the
-projection), at most one every PREVIEW_INTERVAL seconds and always on the last step.
+Previews (`--preview-method` auto / latent2rgb / taesd, or the prompt's extra_data.preview_method)
+turn the denoised estimate into a small image with TAESD (models/vae_approx) or the family's
+latent->RGB projection (diffusion/previews.py chooses), at most one every PREVIEW_INTERVAL seconds
+and always on the last step.
 
 Sampler and scheduler names are listed here, not read from diffusion.sampling, because registering
 the nodes must not import torch (the server lists nodes before the engine loads);
@@ -48,7 +49,6 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 PREVIEW_INTERVAL = 0.25
 """Seconds between two live previews of one sampler run (encoding one costs a few ms; the editor
 cannot show more than a few per second anyway)."""
-PREVIEW_METHODS = frozenset({"auto", "latent2rgb", "taesd"})
 
 StepCallback = Callable[[int, Any, Any, int], None]
 
@@ -56,31 +56,35 @@ StepCallback = Callable[[int, Any, Any, int], None]
 # -- progress and previews -------------------------------------------------------------------------------
 
 
+def preview_method(ctx: NodeRuntime) -> str:
+    """The preview method for this prompt: `--preview-method`, unless the prompt's
+    extra_data.preview_method overrides it ("default" keeps the configured one)."""
+    from diffusion.previews import resolve_method
+
+    config = ctx.services.get("config")
+    # The executor does not hand extra_data to nodes yet; a runtime that carries it is honoured.
+    extra_data = getattr(ctx, "extra_data", None)
+    return resolve_method(getattr(config, "preview_method", "none"), extra_data)
+
+
 def latent_previewer(ctx: NodeRuntime, model: Any) -> Callable[[Any], Any] | None:
     """x0 (model space, (B, C, h, w)) -> a PIL preview of the first item, or None when previews
-    are off (--preview-method none, the default) or the model has no latent->RGB factors."""
+    are off (--preview-method none, the default) or the model's latent format has no previewer.
+    TAESD or latent2rgb as diffusion.previews.select_previewer decides; at most --preview-size."""
+    method = preview_method(ctx)
+    if method == "none":
+        return None
+    from diffusion.previews import select_previewer
+
     config = ctx.services.get("config")
-    if getattr(config, "preview_method", "none") not in PREVIEW_METHODS:
-        return None
     fmt = getattr(model, "latent_format", None)
-    factors = getattr(fmt, "latent_rgb_factors", None)
-    if not factors:
+    device = getattr(model, "load_device", "cpu")
+    max_size = getattr(config, "preview_size", None)
+    try:
+        return select_previewer(method, fmt, paths=ctx.services.get("paths"), device=device, max_size=max_size)
+    except Exception:  # previews are a nicety: never let them fail the sampling run
+        log.warning("cannot set up %s previews; sampling without them", method, exc_info=True)
         return None
-    bias = getattr(fmt, "latent_rgb_factors_bias", None)
-
-    def preview(x0: Any) -> Any:
-        import torch
-        from PIL import Image
-
-        latent = x0[0].detach().float().cpu()  # (C, h, w)
-        weights = torch.tensor(factors, dtype=torch.float32)  # (C, 3)
-        rgb = torch.einsum("chw,cr->hwr", latent[: weights.shape[0]], weights)
-        if bias is not None:
-            rgb = rgb + torch.tensor(bias, dtype=torch.float32)
-        pixels = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8)
-        return Image.fromarray(pixels.numpy())
-
-    return preview
 
 
 def step_callback(ctx: NodeRuntime, model: Any, x0_output: dict[str, Any] | None = None) -> StepCallback:
@@ -239,5 +243,6 @@ __all__ = [
     "KSampler",
     "KSamplerAdvanced",
     "latent_previewer",
+    "preview_method",
     "step_callback",
 ]

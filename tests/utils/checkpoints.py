@@ -7,8 +7,10 @@ parsing the shared tool's listing.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -71,6 +73,49 @@ def parse_tool_listing(text: str) -> list[str]:
     return [line for line in text.splitlines() if _TOOL_LINE.match(line)]
 
 
+# -- other layouts of a checkpoint ------------------------------------------------------------------
+
+
+def _under(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def write_diffusers_folder(folder: str | Path, family_name: str, sd: Mapping[str, torch.Tensor]) -> Path:
+    """A diffusers pipeline folder (unet/, vae/, text_encoder(_2)/, model_index.json) holding the
+    same weights as the single-file state dict `sd`, renamed with diffusion.diffusers_keys' inverse
+    maps (the UNet / VAE configs are read from the weights, so any size works)."""
+    from diffusion import diffusers_keys, families
+    from diffusion.clip_convert import open_clip_to_hf
+    from diffusion.families.base import UNET_PREFIX, VAE_PREFIX, vae_config_from_state_dict
+
+    folder = Path(folder)
+    family = families.get(family_name)
+    unet, vae = _under(sd, UNET_PREFIX), _under(sd, VAE_PREFIX)
+    parts = {
+        "unet/diffusion_pytorch_model.safetensors": diffusers_keys.unet_ldm_to_diffusers(
+            unet, family.unet_config(unet, "")
+        ),
+        "vae/diffusion_pytorch_model.safetensors": diffusers_keys.vae_ldm_to_diffusers(
+            vae, vae_config_from_state_dict(vae)
+        ),
+    }
+    # diffusers keeps the last (or a refiner's only) encoder in text_encoder_2/
+    names = ["text_encoder", "text_encoder_2"][: len(family.text_encoders)]
+    if family_name == "sdxl_refiner":
+        names = ["text_encoder_2"]
+    for name, slot in zip(names, family.text_encoders, strict=True):
+        weights = _under(sd, slot.prefixes[0])
+        if slot.config.layout == "open_clip":
+            weights = open_clip_to_hf(weights)
+        parts[f"{name}/model.safetensors"] = weights
+    for rel, tensors in parts.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_safetensors(folder / rel, tensors)
+    pipeline = "StableDiffusionXLPipeline" if family_name.startswith("sdxl") else "StableDiffusionPipeline"
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+    return folder
+
+
 __all__ = [
     "SD15_SHA256",
     "Spec",
@@ -85,6 +130,7 @@ __all__ = [
     "sha256_file",
     "spec_lines",
     "tool_metadata",
+    "write_diffusers_folder",
     "write_random_checkpoint",
     "write_safetensors",
 ]
