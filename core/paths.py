@@ -103,7 +103,7 @@ class ModelPaths:
         if not name or "\x00" in name:
             raise ModelError(f"empty or invalid {kind} file name {name!r}")
         for folder in self.folders(kind):
-            candidate = contained(folder, name)
+            candidate = model_file(folder, name)
             if candidate is not None and candidate.is_file():
                 return candidate
         searched = ", ".join(str(f) for f in self.folders(kind))
@@ -116,6 +116,20 @@ class ModelPaths:
             for kind, folder in read_extra_model_paths(yaml_file):
                 paths.add(kind, folder)
         return paths
+
+
+def model_file(folder: Path, name: str) -> Path | None:
+    """`folder/name` for a model combo value, or None if the NAME leaves the folder.
+
+    The name is checked lexically (no `..`, not absolute), the file itself may be a symlink to
+    anywhere: users link big model files in from other disks, as ComfyUI allows. Files that
+    clients can name over HTTP (outputs, uploads) use the stricter `contained` instead.
+    """
+    root = os.path.abspath(folder)
+    candidate = os.path.normpath(os.path.join(root, name))
+    if os.path.isabs(name) or os.path.commonpath([root, candidate]) != root or candidate == root:
+        return None
+    return Path(candidate)
 
 
 def contained(folder: Path, name: str) -> Path | None:

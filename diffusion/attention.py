@@ -214,7 +214,10 @@ class SpatialTransformer(nn.Module):
             h = block(h, context)
         if self.use_linear:
             h = self.proj_out(h)
-        h = h.reshape(batch, height, width, -1).movedim(3, 1)
+        # Back to a contiguous NCHW tensor. The movedim view alone has channels-last strides, which
+        # every later convolution would follow -- and convert its weight to channels-last on every
+        # call (a full copy of each weight per step: it doubled the CPU step time).
+        h = h.reshape(batch, height, width, -1).movedim(3, 1).contiguous()
         if not self.use_linear:
             h = self.proj_out(h)
         return h + x

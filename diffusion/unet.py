@@ -28,7 +28,14 @@ from torch import Tensor, nn
 from core.errors import ModelError
 from diffusion.attention import SpatialTransformer
 from diffusion.configs import UNetConfig
-from diffusion.layers import Downsample, ResBlock, TimestepEmbedSequential, Upsample, timestep_embedding
+from diffusion.layers import (
+    Downsample,
+    ResBlock,
+    TimestepEmbedSequential,
+    Upsample,
+    timestep_embedding,
+    with_small_input_convs,
+)
 from diffusion.ops import PLAIN, Operations
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,7 @@ class UNetModel(nn.Module):
     ) -> None:
         super().__init__()
         _check_config(config)
+        operations = with_small_input_convs(operations)  # the 2x2 / 4x4 levels' convs on the CPU
         self.config = config
         self.compute_dtype: torch.dtype | None = None
         self._kw = {"dtype": dtype, "device": device, "operations": operations}

@@ -81,3 +81,15 @@ def test_bad_yaml_is_a_clear_error(tmp_path: Path) -> None:
         read_extra_model_paths(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         read_extra_model_paths(tmp_path / "missing.yaml")
+
+
+def test_symlinked_model_files_resolve_but_names_cannot_escape(tmp_path: Path) -> None:
+    elsewhere = touch(tmp_path / "big_disk" / "model.safetensors")
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "linked.safetensors").symlink_to(elsewhere)
+    paths = ModelPaths(tmp_path / "models")
+    assert paths.list("checkpoints") == ["linked.safetensors"]
+    assert paths.resolve("checkpoints", "linked.safetensors").resolve() == elsewhere.resolve()
+    with pytest.raises(ModelError):
+        paths.resolve("checkpoints", "../../big_disk/model.safetensors")
