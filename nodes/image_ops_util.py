@@ -43,11 +43,76 @@ def common_upscale(samples: Any, width: int, height: int, method: str, crop: str
         raise ValueError(f"unknown crop method {crop!r}; expected one of {CROP_METHODS}")
     if method == "lanczos":
         return lanczos(samples, width, height)
+    if method == "bislerp":  # the latent nodes' slerp resize
+        return bislerp(samples, width, height)
     if method not in _TORCH_MODES:
         raise ValueError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
     import torch
 
     return torch.nn.functional.interpolate(samples, size=(height, width), mode=method)
+
+
+def _slerp(a: Any, b: Any, ratio: Any) -> Any:
+    """Spherical interpolation of rows of a and b (N, C) by ratio (N, 1); norms interpolate linearly."""
+    import torch
+
+    channels = a.shape[-1]
+    a_norm = torch.norm(a, dim=-1, keepdim=True)
+    b_norm = torch.norm(b, dim=-1, keepdim=True)
+    a_unit = a / a_norm
+    b_unit = b / b_norm
+    a_unit[a_norm.expand(-1, channels) == 0.0] = 0.0
+    b_unit[b_norm.expand(-1, channels) == 0.0] = 0.0
+    dot = (a_unit * b_unit).sum(1)
+    omega = torch.acos(dot)
+    sin_omega = torch.sin(omega)
+    r = ratio.squeeze(1)
+    out = (torch.sin((1.0 - r) * omega) / sin_omega).unsqueeze(1) * a_unit
+    out = out + (torch.sin(r * omega) / sin_omega).unsqueeze(1) * b_unit
+    out *= (a_norm * (1.0 - ratio) + b_norm * ratio).expand(-1, channels)
+    # (anti)parallel rows: slerp is undefined there; take a, or lerp for opposites, as ComfyUI does
+    out[dot > 1 - 1e-5] = a[dot > 1 - 1e-5]
+    out[dot < 1e-5 - 1] = (a * (1.0 - ratio) + b * ratio)[dot < 1e-5 - 1]
+    return out
+
+
+def _bilinear_indices(old: int, new: int, device: Any) -> tuple[Any, Any, Any]:
+    """For each of `new` positions: (fraction, left index, right index) of bilinear sampling."""
+    import torch
+
+    coords = torch.arange(old, dtype=torch.float32, device=device).reshape((1, 1, 1, -1))
+    left = torch.nn.functional.interpolate(coords, size=(1, new), mode="bilinear")
+    ratios = left - left.floor()
+    right = coords + 1
+    right[:, :, :, -1] -= 1
+    right = torch.nn.functional.interpolate(right, size=(1, new), mode="bilinear")
+    return ratios, left.to(torch.int64), right.to(torch.int64)
+
+
+def bislerp(samples: Any, width: int, height: int) -> Any:
+    """Bilinear resize that slerps channel vectors instead of lerping them (keeps latent norms).
+    samples: (N, C, H, W) -> (N, C, height, width)."""
+    dtype = samples.dtype
+    x = samples.float()
+    n, c, h, w = x.shape
+    ratios, left, right = _bilinear_indices(w, width, x.device)
+    left, right = left.expand((n, c, h, -1)), right.expand((n, c, h, -1))
+    ratios = ratios.expand((n, 1, h, -1)).movedim(1, -1).reshape((-1, 1))
+    a = x.gather(-1, left).movedim(1, -1).reshape((-1, c))
+    b = x.gather(-1, right).movedim(1, -1).reshape((-1, c))
+    x = _slerp(a, b, ratios).reshape(n, h, width, c).movedim(-1, 1)
+    ratios, top, bottom = _bilinear_indices(h, height, x.device)
+    top = top.reshape((1, 1, -1, 1)).expand((n, c, -1, width))
+    bottom = bottom.reshape((1, 1, -1, 1)).expand((n, c, -1, width))
+    ratios = ratios.reshape((1, 1, -1, 1)).expand((n, 1, -1, width)).movedim(1, -1).reshape((-1, 1))
+    a = x.gather(-2, top).movedim(1, -1).reshape((-1, c))
+    b = x.gather(-2, bottom).movedim(1, -1).reshape((-1, c))
+    return _slerp(a, b, ratios).reshape(n, height, width, c).movedim(-1, 1).to(dtype)
+
+
+def center_crop_to_aspect(samples: Any, width: int, height: int) -> Any:
+    """The centred part of samples (..., H, W) with the aspect ratio of width:height."""
+    return _center_crop(samples, width, height)
 
 
 def _center_crop(samples: Any, width: int, height: int) -> Any:
@@ -192,6 +257,8 @@ __all__ = [
     "CROP_METHODS",
     "MAX_RESOLUTION",
     "UPSCALE_METHODS",
+    "bislerp",
+    "center_crop_to_aspect",
     "common_upscale",
     "composite",
     "gaussian_kernel",

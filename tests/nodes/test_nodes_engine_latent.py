@@ -150,5 +150,5 @@ def test_set_noise_mask_reshapes_to_b1hw() -> None:
 
 
 def test_unknown_upscale_method_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown upscale_method 'lanczos'"):
-        L.common_upscale(torch.zeros(1, 4, 2, 2), 4, 4, "lanczos", "disabled")
+    with pytest.raises(ValueError, match="unknown upscale method 'sinc'"):
+        L.common_upscale(torch.zeros(1, 4, 2, 2), 4, 4, "sinc", "disabled")
