@@ -26,6 +26,7 @@ from diffusion.attention import SpatialTransformer
 from diffusion.configs import UNetConfig
 from diffusion.layers import Downsample, ResBlock, TimestepEmbedSequential, timestep_embedding
 from diffusion.ops import PLAIN, Operations
+from diffusion.unet import time_and_label_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,7 @@ class ControlNetModel(nn.Module):
         self._kw = {"dtype": dtype, "device": device, "operations": operations}
         mc = config.model_channels
         emb_dim = mc * 4
-        lin = {"dtype": dtype, "device": device}
-        self.time_embed = nn.Sequential(
-            operations.Linear(mc, emb_dim, **lin), nn.SiLU(), operations.Linear(emb_dim, emb_dim, **lin)
-        )
-        self.label_emb: nn.Sequential | None = None
-        if config.adm_in_channels is not None:
-            self.label_emb = nn.Sequential(
-                nn.Sequential(
-                    operations.Linear(config.adm_in_channels, emb_dim, **lin),
-                    nn.SiLU(),
-                    operations.Linear(emb_dim, emb_dim, **lin),
-                )
-            )
+        self.time_embed, self.label_emb = time_and_label_embeddings(config, operations, dtype, device)
         self.input_hint_block = self._hint_block(hint_channels, mc)
         self._build_input_blocks(emb_dim)
         self._build_middle_block(emb_dim)

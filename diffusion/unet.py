@@ -61,6 +61,29 @@ def _check_config(cfg: UNetConfig) -> None:
         raise ModelError("invalid UNetConfig: " + "; ".join(problems))
 
 
+def time_and_label_embeddings(
+    config: UNetConfig, operations: Operations, dtype: torch.dtype | None, device: torch.device | str | None
+) -> tuple[nn.Sequential, nn.Sequential | None]:
+    """`time_embed` and (with adm_in_channels) `label_emb`, shared by the UNet and ControlNet.
+
+    label_emb is a nested Sequential: the checkpoint keys are label_emb.0.0 / label_emb.0.2."""
+    mc, emb_dim = config.model_channels, config.model_channels * 4
+    lin = {"dtype": dtype, "device": device}
+    time_embed = nn.Sequential(
+        operations.Linear(mc, emb_dim, **lin), nn.SiLU(), operations.Linear(emb_dim, emb_dim, **lin)
+    )
+    if config.adm_in_channels is None:
+        return time_embed, None
+    label_emb = nn.Sequential(
+        nn.Sequential(
+            operations.Linear(config.adm_in_channels, emb_dim, **lin),
+            nn.SiLU(),
+            operations.Linear(emb_dim, emb_dim, **lin),
+        )
+    )
+    return time_embed, label_emb
+
+
 class UNetModel(nn.Module):
     """forward(x, timesteps, context, y=None, control=None) -> eps or v, same shape as x."""
 
@@ -80,19 +103,7 @@ class UNetModel(nn.Module):
         mc = config.model_channels
         emb_dim = mc * 4
         lin = {"dtype": dtype, "device": device}
-        self.time_embed = nn.Sequential(
-            operations.Linear(mc, emb_dim, **lin), nn.SiLU(), operations.Linear(emb_dim, emb_dim, **lin)
-        )
-        self.label_emb: nn.Sequential | None = None
-        if config.adm_in_channels is not None:
-            # Nested Sequential: the checkpoint keys are label_emb.0.0 / label_emb.0.2.
-            self.label_emb = nn.Sequential(
-                nn.Sequential(
-                    operations.Linear(config.adm_in_channels, emb_dim, **lin),
-                    nn.SiLU(),
-                    operations.Linear(emb_dim, emb_dim, **lin),
-                )
-            )
+        self.time_embed, self.label_emb = time_and_label_embeddings(config, operations, dtype, device)
         skip_channels = self._build_input_blocks(emb_dim)
         self._build_middle_block(emb_dim)
         self._build_output_blocks(emb_dim, skip_channels)
