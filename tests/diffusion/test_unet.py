@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -367,14 +366,7 @@ def test_seeded_init_is_deterministic_and_follows_the_recipe() -> None:
 
 # -- parity with ComfyUI (needs the full-size random SD1.5 checkpoint) ---------------------------
 
-from tests.utils.shared import GOLDEN  # noqa: E402
-
-
-def sd15_random_checkpoint() -> Path | None:
-    """$LOOM_SD15_RANDOM_CKPT, else models/checkpoints/sd15_random.safetensors (the golden workflows' name)."""
-    env = os.environ.get("LOOM_SD15_RANDOM_CKPT")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "models/checkpoints/sd15_random.safetensors"
-    return path if path.is_file() else None
+from tests.utils.shared import GOLDEN, sd15_random_checkpoint  # noqa: E402
 
 
 def _load_prefixed(path: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -449,7 +441,7 @@ def test_golden_txt2img_latent_matches_comfyui() -> None:
     path = sd15_random_checkpoint()
     reference = GOLDEN / "latents/txt2img_euler_normal_10_0.latent.safetensors"
     if path is None or not reference.is_file():
-        pytest.skip("needs the random SD1.5 checkpoint (LOOM_SD15_RANDOM_CKPT) and the golden latents")
+        pytest.skip("the golden latents (shared/golden) are not at hand")
     from safetensors.torch import load_file
 
     unet = UNetModel(SD15, operations=SKIP_INIT).eval()

@@ -4,8 +4,6 @@ the full random SD1.5 checkpoint present) ComfyUI's golden encode / decode."""
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -207,14 +205,13 @@ def test_skip_init_vae_loads_a_state_dict() -> None:
 
 # -- parity with ComfyUI (needs the full-size random SD1.5 checkpoint) ---------------------------
 
-from tests.utils.shared import GOLDEN  # noqa: E402
+from tests.utils.shared import GOLDEN, sd15_random_checkpoint  # noqa: E402
 
 
 def _full_vae() -> AutoencoderKL:
-    env = os.environ.get("LOOM_SD15_RANDOM_CKPT")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "models/checkpoints/sd15_random.safetensors"
-    if not path.is_file() or not GOLDEN.is_dir():
-        pytest.skip("needs the random SD1.5 checkpoint (LOOM_SD15_RANDOM_CKPT) and the golden folder")
+    path = sd15_random_checkpoint()
+    if path is None:
+        pytest.skip("the golden folder (shared/golden) is not at hand")
     from safetensors import safe_open
 
     prefix = "first_stage_model."
