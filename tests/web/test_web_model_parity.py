@@ -17,9 +17,7 @@ from nodes.builtin import builtin_registry
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "execution" / "workflows"
 SCRIPT = Path(__file__).with_name("parity_convert.mjs")
-# Subgraph flattening is not in the web model yet; that fixture is compared once it is.
-NOT_YET = {"subgraphs_v1.json"}
-CASES = sorted(path.name for path in FIXTURES.glob("*.json") if path.name not in NOT_YET)
+CASES = sorted(path.name for path in FIXTURES.glob("*.json"))
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node not found on PATH: the JS model cannot be run")

@@ -48,7 +48,7 @@ export class Graph {
     this.version = 0;
     /** @type {Record<string, any>} */
     this.extra = {};
-    /** @type {any} subgraph definitions, kept as loaded (not flattened yet) */
+    /** @type {any} subgraph definitions, kept as loaded; serialize.js flattens them for the API prompt */
     this.definitions = undefined;
     /** @type {Set<(graph: Graph, what: string) => void>} */
     this.listeners = new Set();

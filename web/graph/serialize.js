@@ -4,17 +4,26 @@
  * prompt with the same rules as the server's execution/workflow.py: widget values named through
  * object_info, links followed through Reroutes, PrimitiveNodes and bypassed nodes (explicit loop,
  * no recursion), muted/bypassed/virtual nodes never emitted, list values wrapped as {__value__}.
- * Subgraph definitions are kept on load and saved back, but not flattened yet.
+ * Subgraph definitions are kept on load and saved back; instances are flattened on conversion
+ * (subgraphs.js): inner nodes get "<instance>:<inner>" ids, boundary links are followed through.
  */
 
-import { Graph, GraphError, MODE_BYPASS, MODE_NEVER } from "./model.js";
-import { ANY_TYPE, declaredInputs, looseCompatible } from "./types.js";
+import { Graph, GraphError } from "./model.js";
+import {
+  NOTE_TYPES,
+  PRIMITIVE_TYPE,
+  REMOVED,
+  REROUTE_TYPES,
+  Workspace,
+  execId,
+  inputLinkId,
+  parseDefinitions,
+  parseRoot,
+} from "./subgraphs.js";
+import { declaredInputs } from "./types.js";
 import { namedWidgetValues } from "./widgets_values.js";
 
-export const PRIMITIVE_TYPE = "PrimitiveNode";
-export const REROUTE_TYPES = new Set(["Reroute"]);
-export const NOTE_TYPES = new Set(["Note", "MarkdownNote"]);
-const REMOVED = Symbol("removed");
+export { NOTE_TYPES, PRIMITIVE_TYPE, REROUTE_TYPES, bypassInputIndex } from "./subgraphs.js";
 
 /** @typedef {import("./model.js").Node} Node */
 
@@ -98,33 +107,34 @@ export function toApiPrompt(graph, objectInfo) {
 }
 
 /**
- * Convert a UI workflow (root level) to an API prompt.
+ * Convert a UI workflow (schema 0.4 or 1.x, subgraphs flattened to "<instance>:<inner>" ids).
  * @param {Record<string, any>} workflow
  * @param {Record<string, any>} objectInfo
  * @returns {Record<string, {inputs: Record<string, any>, class_type: string, _meta: {title: string}}>}
  */
 export function workflowToPrompt(workflow, objectInfo) {
-  const nodes = orderedNodes(workflow.nodes || []);
-  /** @type {Map<string, import("./model.js").Link>} */
-  const links = new Map();
-  for (const raw of linkList(workflow.links)) {
-    const link = parseLink(raw);
-    if (link) links.set(String(link.id), link);
-  }
+  if (!workflow || !Array.isArray(workflow.nodes)) throw new GraphError("not a UI workflow: it has no 'nodes' list");
+  /** @type {string[]} */
+  const problems = [];
+  const root = parseRoot(workflow, problems);
+  const definitions = parseDefinitions(workflow, problems);
+  if (problems.length) throw new GraphError(`the workflow is malformed:\n  - ${problems.join("\n  - ")}`);
+  const workspace = new Workspace(root, definitions);
   /** @type {Record<string, any>} */
   const prompt = {};
-  /** @type {string[]} */
-  const unknown = [];
-  for (const node of nodes.values()) {
-    if (isVirtual(node.type) || node.mode === MODE_NEVER || node.mode === MODE_BYPASS) continue;
+  /** @type {Map<string, string[]>} */
+  const unknown = new Map();
+  for (const [scope, nodeId] of workspace.executableNodes(isVirtual)) {
+    const node = scope.graph.nodes.get(nodeId);
     const entry = objectInfo[node.type];
     if (!entry) {
-      unknown.push(`'${node.type}' (node ${node.id})`);
+      if (!unknown.has(node.type)) unknown.set(node.type, []);
+      /** @type {string[]} */ (unknown.get(node.type)).push(execId(scope, nodeId));
       continue;
     }
-    prompt[String(node.id)] = emit(node, entry, nodes, links);
+    prompt[execId(scope, nodeId)] = emit(workspace, scope, nodeId, entry);
   }
-  if (unknown.length) throw new GraphError(`the workflow uses node types that are not installed: ${unknown.join("; ")}`);
+  if (unknown.size) throw new GraphError(unknownMessage(unknown, groupNodeTypes(workflow)));
   return prompt;
 }
 
@@ -134,34 +144,51 @@ function isVirtual(type) {
 }
 
 /**
- * Nodes by id string, in execution order (saved `order`, then list position).
- * @param {any[]} raw
- * @returns {Map<string, any>}
+ * @param {Map<string, string[]>} unknown
+ * @param {Set<string>} groupNodes
  */
-function orderedNodes(raw) {
-  const keyed = raw.map((node, index) => ({ node, index, order: typeof node.order === "number" ? node.order : Infinity }));
-  keyed.sort((a, b) => (a.order === b.order ? a.index - b.index : a.order < b.order ? -1 : 1));
-  return new Map(keyed.map(({ node }) => [String(node.id), node]));
+function unknownMessage(unknown, groupNodes) {
+  const parts = [...unknown.keys()].sort().map((type) => {
+    const ids = /** @type {string[]} */ (unknown.get(type)).join(", ");
+    if (!groupNodes.has(type)) return `'${type}' (node ${ids})`;
+    return `'${type}' (node ${ids}) is a legacy group node, which is not supported: convert it to a subgraph in the editor`;
+  });
+  return `the workflow uses node types that are not installed: ${parts.join("; ")}`;
+}
+
+/** Type names of legacy group nodes ("workflow>Name"), defined in extra.groupNodes. @param {any} workflow */
+function groupNodeTypes(workflow) {
+  const groups = workflow.extra && typeof workflow.extra === "object" ? workflow.extra.groupNodes : undefined;
+  if (!groups || typeof groups !== "object" || Array.isArray(groups)) return new Set();
+  return new Set(Object.keys(groups).flatMap((name) => [`workflow>${name}`, `workflow/${name}`]));
 }
 
 /**
- * @param {any} node
+ * @param {Workspace} workspace
+ * @param {import("./subgraphs.js").Scope} scope
+ * @param {string} nodeId
  * @param {any} entry
- * @param {Map<string, any>} nodes
- * @param {Map<string, import("./model.js").Link>} links
  */
-function emit(node, entry, nodes, links) {
+function emit(workspace, scope, nodeId, entry) {
+  const node = scope.graph.nodes.get(nodeId);
   /** @type {Record<string, any>} */
   const inputs = {};
   for (const [name, value] of Object.entries(namedWidgetValues(node.widgets_values, entry))) {
     inputs[name] = constant(value);
   }
   const declared = new Map(declaredInputs(entry).map((inp) => [inp.name, inp]));
+  // Widget values an enclosing instance pushes onto this node through properties.proxyWidgets.
+  for (const [name, value] of Object.entries(scope.overrides.get(nodeId) || {})) {
+    const decl = declared.get(name);
+    if (decl && decl.isWidget) inputs[name] = constant(value);
+  }
+  const hidden = (entry.input && entry.input.hidden) || {};
   (node.inputs || []).forEach((/** @type {any} */ inp, /** @type {number} */ index) => {
-    if (inp.link === null || inp.link === undefined || typeof inp.name !== "string") return;
+    if (inputLinkId(inp) === null || typeof inp.name !== "string") return;
+    if (!declared.has(inp.name) && isInjected(hidden[inp.name])) return;
     const decl = declared.get(inp.name);
     const targetType = inp.type || (decl ? decl.type : null);
-    const resolved = resolveInput(nodes, links, String(node.id), index, targetType);
+    const resolved = workspace.resolveInput(scope, nodeId, index, targetType);
     if (resolved === REMOVED) delete inputs[inp.name];
     else if (resolved && "constant" in resolved) inputs[inp.name] = constant(resolved.constant);
     else if (resolved) inputs[inp.name] = [resolved.id, resolved.slot];
@@ -170,82 +197,16 @@ function emit(node, entry, nodes, links) {
   return { inputs, class_type: node.type, _meta: { title } };
 }
 
+/** Hidden inputs declared as a plain kind ("PROMPT", ...) are filled by the executor, never by links. */
+const HIDDEN_KINDS = new Set(["PROMPT", "DYNPROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "AUTH_TOKEN_COMFY_ORG", "API_KEY_COMFY_ORG"]);
+
+/** @param {any} raw one value of object_info's input.hidden */
+function isInjected(raw) {
+  const head = Array.isArray(raw) ? raw[0] : raw;
+  return typeof head === "string" && HIDDEN_KINDS.has(head);
+}
+
 /** @param {any} value a bare list would read as a link; the backend unwraps {__value__} */
 function constant(value) {
   return Array.isArray(value) ? { __value__: value } : value;
-}
-
-/**
- * What feeds input `index` of a node: a link {id, slot}, {constant}, REMOVED or null.
- * Follows Reroutes and bypassed nodes in a loop; a repeated step is a cycle.
- * @param {Map<string, any>} nodes
- * @param {Map<string, import("./model.js").Link>} links
- * @param {string} nodeId
- * @param {number} index
- * @param {any} targetType
- * @returns {{id: string, slot: number} | {constant: any} | typeof REMOVED | null}
- */
-function resolveInput(nodes, links, nodeId, index, targetType) {
-  const seen = new Set();
-  let kind = "in";
-  let at = nodeId;
-  let slot = index;
-  for (;;) {
-    const key = `${kind}:${at}:${slot}`;
-    if (seen.has(key)) {
-      throw new GraphError(`node ${nodeId} input ${index}: its links loop back on themselves at node ${at}`);
-    }
-    seen.add(key);
-    const node = nodes.get(at);
-    if (kind === "in") {
-      const inp = (node.inputs || [])[slot];
-      const link = inp && inp.link !== null && inp.link !== undefined ? links.get(String(inp.link)) : undefined;
-      if (!link || !nodes.has(String(link.origin_id))) return null;
-      [kind, at, slot] = ["out", String(link.origin_id), link.origin_slot];
-      continue;
-    }
-    if (node.type === PRIMITIVE_TYPE) {
-      // The frontend copies the primitive's value into every widget it feeds, whatever its mode.
-      const values = node.widgets_values;
-      return Array.isArray(values) && values.length ? { constant: values[0] } : null;
-    }
-    if (NOTE_TYPES.has(node.type)) return null;
-    if (node.mode === MODE_BYPASS) {
-      const through = bypassInputIndex(node, slot, targetType);
-      if (through === null) return null;
-      [kind, slot] = ["in", through];
-      continue;
-    }
-    if (REROUTE_TYPES.has(node.type)) {
-      kind = "in";
-      continue;
-    }
-    if (node.mode === MODE_NEVER) return REMOVED;
-    return { id: at, slot };
-  }
-}
-
-/**
- * Which input of a bypassed node stands in for its output `slot` (frontend rule): the same
- * index when its type fits, else the first input of exactly the consumer's type, else the first
- * compatible one.
- * @param {any} node
- * @param {number} slot
- * @param {any} targetType
- * @returns {number | null}
- */
-export function bypassInputIndex(node, slot, targetType) {
-  const inputs = node.inputs || [];
-  if (!inputs.length) return null;
-  if (targetType === null || targetType === undefined || targetType === "" || targetType === ANY_TYPE) {
-    return slot < inputs.length ? slot : 0;
-  }
-  const outputs = node.outputs || [];
-  const outputType = slot < outputs.length ? outputs[slot].type : targetType;
-  const fits = (/** @type {any} */ inp) => looseCompatible(inp.type, outputType) && looseCompatible(inp.type, targetType);
-  if (slot < inputs.length && fits(inputs[slot])) return slot;
-  const exact = inputs.findIndex((/** @type {any} */ inp) => inp.type === targetType);
-  if (exact >= 0) return exact;
-  const loose = inputs.findIndex(fits);
-  return loose >= 0 ? loose : null;
 }
