@@ -17,6 +17,7 @@ from core.errors import ModelError
 from diffusion.clip import ClipTextEncoder, SDClipModel, TextEncoders, empty_tokens
 from diffusion.clip_convert import hf_to_open_clip, is_open_clip, open_clip_to_hf
 from diffusion.configs import TextEncoderConfig
+from diffusion.families.base import CLIP_G, CLIP_L
 from diffusion.tokenizer import END_TOKEN, START_TOKEN, PromptTokenizer
 
 # Tiny encoders (STYLE §2.7): the real vocabulary (ids come from the real tokenizer), few layers.
@@ -365,20 +366,9 @@ def test_strict_loading_names_the_problem():
 
 # --- real key layouts (the shared checkpoint tool's --list is the ground truth) ----------------
 
-SD15_CLIP_L = TextEncoderConfig(name="clip_l")
-SDXL_CLIP_G = TextEncoderConfig(
-    name="clip_g",
-    hidden_size=1280,
-    intermediate_size=5120,
-    num_layers=32,
-    num_heads=20,
-    hidden_act="gelu",
-    projection_dim=1280,
-    layout="open_clip",
-    penultimate=True,
-    pad_with_end=False,
-    hidden_final_norm=False,
-)
+# The families' own configs, so this also checks what the loader builds.
+SD15_CLIP_L = CLIP_L
+SDXL_CLIP_G = CLIP_G
 
 
 def _checkpoint_listing(family: str) -> dict[str, tuple[int, ...]]:
