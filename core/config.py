@@ -193,7 +193,8 @@ _ENGINE_SWITCHES = (
 )  # fmt: skip
 _ENGINE_VALUES = ("reserve_vram", "cuda_device", "default_device", "fast", "tls_keyfile", "tls_certfile",
                   "database_url", "default_hashing_function", "front_end_root", "front_end_version")  # fmt: skip
-_ENGINE_FLAGS = _ENGINE_SWITCHES + _ENGINE_VALUES
+_LOOM_ENGINE_SWITCHES = ("compile",)  # Loom's own engine switches, shown in --help
+_ENGINE_FLAGS = _ENGINE_SWITCHES + _ENGINE_VALUES + _LOOM_ENGINE_SWITCHES
 
 
 def build_parser(command: str = "serve") -> argparse.ArgumentParser:
@@ -253,6 +254,11 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
 
     engine = parser.add_argument_group("engine (memory, precision, attention)")
     engine.add_argument("--cpu", action="store_true", help="run on the CPU")
+    engine.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the diffusion model with torch.compile (CUDA graphs on CUDA); the first run pays the compile",
+    )
     for name in _ENGINE_SWITCHES:
         engine.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=argparse.SUPPRESS)
     for name in _ENGINE_VALUES:

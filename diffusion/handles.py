@@ -270,7 +270,8 @@ class ModelHandle:
             xc = x if c_concat is None else torch.cat([x, c_concat.to(x)], dim=1)
             context = None if c_crossattn is None else c_crossattn.to(device, dtype)
             yy = None if y is None else y.to(device, dtype)
-            out = unet(xc.to(device, dtype), t.to(device).float(), context, y=yy, control=control)
+            forward = self.manager.runner(self.record, unet)
+            out = forward(xc.to(device, dtype), t.to(device).float(), context, y=yy, control=control)
         return out.to(x.device).float()
 
     def process_latent_in(self, latent: Tensor) -> Tensor:
