@@ -217,7 +217,10 @@ class SpatialTransformer(nn.Module):
         # Back to a contiguous NCHW tensor. The movedim view alone has channels-last strides, which
         # every later convolution would follow -- and convert its weight to channels-last on every
         # call (a full copy of each weight per step: it doubled the CPU step time).
-        h = h.reshape(batch, height, width, -1).movedim(3, 1).contiguous()
+        # A model kept channels-last (CUDA, DevicePolicy.channels_last) wants NHWC back, which the
+        # movedim view already is.
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        h = h.reshape(batch, height, width, -1).movedim(3, 1).contiguous(memory_format=layout)
         if not self.use_linear:
             h = self.proj_out(h)
         return h + x
