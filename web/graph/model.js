@@ -15,11 +15,13 @@ const MODES = new Set([MODE_ALWAYS, 1, MODE_NEVER, 3, MODE_BYPASS]);
 
 /**
  * @typedef {{name: string, type: string, link: number | null, widget?: {name: string}, label?: string}} NodeInput
- * @typedef {{name: string, type: string, links: number[], slot_index?: number, is_list?: boolean}} NodeOutput
+ * @typedef {{name: string, type: string, links: number[], slot_index?: number, is_list?: boolean, label?: string}} NodeOutput
  * @typedef {object} Node
  * @property {number} id
  * @property {string} type
  * @property {string} [title]
+ * @property {string} [color] title bar colour
+ * @property {string} [bgcolor] body colour
  * @property {number[]} pos
  * @property {number[]} size
  * @property {Record<string, any>} flags
@@ -244,6 +246,34 @@ export class Graph {
   }
 
   /**
+   * Set widgets_values[index] directly (nodes without an object_info entry: Note, PrimitiveNode).
+   * @param {number} id
+   * @param {number} index
+   * @param {any} value
+   */
+  setWidgetValue(id, index, value) {
+    const node = this.node(id);
+    if (!Array.isArray(node.widgets_values)) throw new GraphError(`node ${id} (${node.type}) keeps its widget values by name`);
+    const values = [...node.widgets_values];
+    values[index] = value;
+    node.widgets_values = values;
+    this.changed("widget-changed");
+  }
+
+  /**
+   * Set one of a node's flags (collapsed, pinned, ...); undefined removes it.
+   * @param {number} id
+   * @param {string} flag
+   * @param {any} value
+   */
+  setFlag(id, flag, value) {
+    const node = this.node(id);
+    if (value === undefined) delete node.flags[flag];
+    else node.flags[flag] = value;
+    this.changed("node-changed");
+  }
+
+  /**
    * @param {number} id
    * @param {number} mode 0 always, 2 never (muted), 4 bypass
    */
@@ -278,6 +308,18 @@ export class Graph {
     this.groups.push(group);
     this.changed("group-added");
     return group;
+  }
+
+  /**
+   * Move or resize a group (its nodes are moved separately with moveNode).
+   * @param {number} id
+   * @param {number[]} bounding [x, y, w, h]
+   */
+  moveGroup(id, bounding) {
+    const group = this.groups.find((candidate) => candidate.id === id);
+    if (!group) throw new GraphError(`group ${id} does not exist`);
+    group.bounding = [...bounding];
+    this.changed("group-moved");
   }
 
   /** @param {number} id */
