@@ -36,6 +36,8 @@ export const REMOVED = Symbol("removed");
  * @property {Map<string, Record<string, any>>} overrides proxyWidgets values: inner id -> name -> value
  * @property {string[]} entered definition ids entered so far
  * @typedef {{id: string, slot: number} | {constant: any} | typeof REMOVED | null} Resolved
+ * @typedef {["in" | "out", Scope, string, number] | null} Step the next socket to follow while
+ *   resolving an input: "in" = what feeds input `slot` of a node, "out" = output `slot` of a node
  */
 
 /** @param {any} value @returns {number | null} */
@@ -319,12 +321,12 @@ export class Workspace {
    */
   resolveInput(scope, nodeId, index, targetType) {
     const visited = new Set();
-    /** @type {[string, Scope, string, number] | null} */
+    /** @type {Step} */
     let state = ["in", scope, nodeId, index];
     /** @type {Resolved} */
     let result = null;
     while (state) {
-      const [kind, atScope, atNode, slot] = state;
+      const [kind, atScope, atNode, slot] = /** @type {NonNullable<Step>} */ (state);
       const key = `${kind}|${atScope.path.join(":")}|${atNode}|${slot}`;
       if (visited.has(key)) {
         const name = ((scope.graph.nodes.get(nodeId).inputs || [])[index] || {}).name;
@@ -339,7 +341,7 @@ export class Workspace {
     return result;
   }
 
-  /** @param {Scope} scope @param {string} nodeId @param {number} slot @returns {[Resolved, any]} */
+  /** @param {Scope} scope @param {string} nodeId @param {number} slot @returns {[Resolved, Step]} */
   stepIn(scope, nodeId, slot) {
     const inputs = scope.graph.nodes.get(nodeId).inputs || [];
     if (slot >= inputs.length) return [null, null];
@@ -348,7 +350,7 @@ export class Workspace {
     return link ? this.follow(scope, link) : [null, null];
   }
 
-  /** @param {Scope} scope @param {UiLink} link @returns {[Resolved, any]} */
+  /** @param {Scope} scope @param {UiLink} link @returns {[Resolved, Step]} */
   follow(scope, link) {
     if (scope.instance && link.origin_id === scope.graph.inputNodeId) return this.leaveSubgraph(scope, link.origin_slot);
     if (!scope.graph.nodes.has(link.origin_id)) return [null, null];
@@ -356,16 +358,16 @@ export class Workspace {
   }
 
   /** A link from the subgraph's input node: continue with what feeds the instance. */
-  /** @param {Scope} scope @param {number} slot @returns {[Resolved, any]} */
+  /** @param {Scope} scope @param {number} slot @returns {[Resolved, Step]} */
   leaveSubgraph(scope, slot) {
     const instanceId = scope.path[scope.path.length - 1];
     const index = instanceInputIndex(scope.graph, scope.instance, slot);
     const inputs = scope.instance.inputs || [];
-    if (index !== null && inputLinkId(inputs[index]) !== null) return [null, ["in", scope.parent, instanceId, index]];
+    if (index !== null && inputLinkId(inputs[index]) !== null) return [null, ["in", /** @type {Scope} */ (scope.parent), instanceId, index]];
     return [instanceWidgetValue(scope.graph, scope.instance, slot), null];
   }
 
-  /** @param {Scope} scope @param {string} nodeId @param {number} slot @param {any} targetType @returns {[Resolved, any]} */
+  /** @param {Scope} scope @param {string} nodeId @param {number} slot @param {any} targetType @returns {[Resolved, Step]} */
   stepOut(scope, nodeId, slot, targetType) {
     const node = scope.graph.nodes.get(nodeId);
     if (node.type === PRIMITIVE_TYPE) {
