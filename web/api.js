@@ -220,6 +220,24 @@ export class Api extends EventTarget {
   }
 
   /**
+   * POST /upload/mask: `mask` is a PNG whose alpha is the inverted mask; the server writes the
+   * original picture with that alpha (spec §1.1).
+   * @param {Blob} mask
+   * @param {{filename: string, subfolder: string, type: string}} originalRef the picture it belongs to
+   * @param {{type?: string, subfolder?: string, name?: string}} [options]
+   * @returns {Promise<{name: string, subfolder: string, type: string}>}
+   */
+  async uploadMask(mask, originalRef, options = {}) {
+    const form = new FormData();
+    form.append("image", mask, options.name || `clipspace-mask-${Date.now()}.png`);
+    form.append("original_ref", JSON.stringify(originalRef));
+    form.append("type", options.type || "input");
+    form.append("subfolder", options.subfolder ?? "clipspace");
+    const response = await this.fetch("upload/mask", { method: "POST", body: form });
+    return response.json();
+  }
+
+  /**
    * A /view URL for an image the server holds.
    * @param {string} filename
    * @param {string} [type] output | input | temp

@@ -12,6 +12,7 @@ import { copyNodes, loadClip, pasteNodes, storeClip } from "./clipboard.js";
 import { defaultGraph } from "./default_workflow.js";
 import { toApiPrompt } from "./graph/serialize.js";
 import { declaredInputs, typesCompatible } from "./graph/types.js";
+import { api as extensionApi } from "./scripts/api.js";
 import { app as extensions } from "./scripts/app.js";
 import { applyControlAfterGenerate } from "./ui/controls.js";
 import { toast } from "./ui/dialog.js";
@@ -19,6 +20,7 @@ import { ErrorPanel } from "./ui/errors.js";
 import { FileActions } from "./ui/file_actions.js";
 import { Gallery } from "./ui/gallery.js";
 import { Library } from "./ui/library.js";
+import { openMaskEditor } from "./ui/mask_editor.js";
 import { ContextMenu } from "./ui/menu.js";
 import { canvasMenu, groupMenu, linkMenu, nodeMenu } from "./ui/node_menu.js";
 import { QueuePanel } from "./ui/queue_panel.js";
@@ -35,6 +37,7 @@ const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.get
 export class App {
   constructor() {
     this.api = new Api({ token: adoptUrlToken() });
+    extensionApi.bind(this.api); // before any extension is imported
     /** @type {Record<string, any>} */
     this.objectInfo = {};
     /** @type {string[]} */
@@ -60,6 +63,7 @@ export class App {
       },
       viewUrl: (name, type = "input") => viewUrlOf(this.api, name, type),
       overlay: $("canvas-overlay"),
+      openImageEditor: (nodeId) => void this.openMaskEditor(nodeId),
       onViewportChanged: (viewport) => {
         if (this.tabs.active) this.tabs.active.viewport = viewport;
         this.tabs.persistSoon();
@@ -353,6 +357,12 @@ export class App {
     } else {
       this.menu.open(at, "Canvas", canvasMenu(this, screen, graphPos));
     }
+  }
+
+  /** Paint an inpainting mask on a LoadImage node's picture. @param {number} nodeId */
+  openMaskEditor(nodeId) {
+    this.menu.close();
+    return openMaskEditor(this, nodeId);
   }
 
   copy() {

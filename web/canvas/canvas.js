@@ -31,6 +31,8 @@ import { writeWidget } from "./widget_bridge.js";
  * @property {(name: string, type?: string) => string} viewUrl
  * @property {HTMLElement} overlay positioned container over the canvas for DOM editors
  * @property {(ids: Set<number>) => void} [onSelectionChanged]
+ * @property {(nodeId: number) => void} [openImageEditor] double-click on the picture of a node with
+ *   an image upload (the app opens the mask editor)
  * @property {(viewport: {offset: number[], scale: number}) => void} [onViewportChanged]
  */
 

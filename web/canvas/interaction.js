@@ -423,6 +423,23 @@ export class Interaction {
       return;
     }
     if (hit.kind === "title") this.renameNode(hit.nodeId);
+    else if (hit.kind === "node" && c.env.openImageEditor && this.onUploadedImage(hit.nodeId, graphPos)) c.env.openImageEditor(hit.nodeId);
+  }
+
+  /**
+   * Whether a graph point lies on the picture area of a node with an image upload.
+   * @param {number} nodeId
+   * @param {number[]} graphPos
+   */
+  onUploadedImage(nodeId, graphPos) {
+    const c = this.canvas;
+    const node = c.graph.node(nodeId);
+    const layout = c.layoutOf(node);
+    if (!layout.image || !layout.widgets.some((row) => row.kind === "image_upload")) return false;
+    const [ix, iy, iw, ih] = layout.image;
+    const lx = graphPos[0] - node.pos[0];
+    const ly = graphPos[1] - node.pos[1];
+    return lx >= ix && ly >= iy && lx <= ix + iw && ly <= iy + ih;
   }
 
   /** Type a new title in place of the old one. @param {number} nodeId */

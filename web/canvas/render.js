@@ -9,6 +9,7 @@ import { nodeBounds } from "./layout.js";
 import { drawNode } from "./render_node.js";
 import { FONT_GROUP, GROUP_TITLE_H, LOD_BOXES, SLOT_R, theme, typeColor } from "./theme.js";
 import { overlaps } from "./viewport.js";
+import { TEXTAREA_MIN_SCALE } from "../widgets/multiline.js";
 
 /**
  * @typedef {import("../graph/model.js").Node} Node
@@ -35,10 +36,16 @@ import { overlaps } from "./viewport.js";
  * @property {number | null} hiddenLink a link being detached
  * @property {number[] | null} box selection box, graph space [x, y, w, h]
  * @property {import("../widgets/multiline.js").MultilineOverlays | null} multiline
+ * @property {Set<number>} [covered] nodes whose multiline rows another node drawn later overlaps:
+ *   they get no DOM textarea this frame (it would float above the covering node)
  */
 
 const visible = [0, 0, 0, 0];
 const bounds = [0, 0, 0, 0];
+/** @type {Node[]} */
+const shown = [];
+/** @type {Set<number>} */
+const covered = new Set();
 
 /** @param {Frame} f */
 export function drawFrame(f) {
@@ -53,15 +60,63 @@ export function drawFrame(f) {
   drawGroups(f);
   drawLinks(f);
   if (f.multiline) f.multiline.begin();
-  const nodes = f.order();
-  for (const node of nodes) {
-    const layout = f.layout(node);
-    if (!overlaps(nodeBounds(node, layout, bounds), visible)) continue;
-    drawNode(f, node, layout);
+  shown.length = 0;
+  for (const node of f.order()) {
+    if (overlaps(nodeBounds(node, f.layout(node), bounds), visible)) shown.push(node);
   }
+  f.covered = coveredTextNodes(f, shown);
+  for (const node of shown) drawNode(f, node, f.layout(node));
+  shown.length = 0;
   if (f.multiline) f.multiline.end();
   drawDraggedLink(f);
   drawBox(f);
+}
+
+/**
+ * The nodes among `nodes` (drawing order) whose multiline rows a later node overlaps. Only done
+ * when textareas are shown at all; a few comparisons per textarea node otherwise.
+ * @param {Frame} f
+ * @param {Node[]} nodes
+ */
+function coveredTextNodes(f, nodes) {
+  covered.clear();
+  if (!f.multiline || f.viewport.scale < TEXTAREA_MIN_SCALE) return covered;
+  const rows = [0, 0, 0, 0];
+  const other = [0, 0, 0, 0];
+  for (let i = 0; i < nodes.length - 1; i++) {
+    const node = nodes[i];
+    const layout = f.layout(node);
+    if (layout.collapsed || !multilineRect(node, layout, rows)) continue;
+    for (let j = i + 1; j < nodes.length; j++) {
+      if (overlaps(nodeBounds(nodes[j], f.layout(nodes[j]), other), rows)) {
+        covered.add(node.id);
+        break;
+      }
+    }
+  }
+  return covered;
+}
+
+/**
+ * The box around a node's multiline rows (graph space) into `out`; false when it has none.
+ * @param {Node} node
+ * @param {NodeLayout} layout
+ * @param {number[]} out
+ */
+function multilineRect(node, layout, out) {
+  let top = Infinity;
+  let bottom = -Infinity;
+  for (const row of layout.widgets) {
+    if (row.kind !== "multiline") continue;
+    top = Math.min(top, row.y);
+    bottom = Math.max(bottom, row.y + row.h);
+  }
+  if (top === Infinity) return false;
+  out[0] = node.pos[0] + 10;
+  out[1] = node.pos[1] + top;
+  out[2] = layout.w - 20;
+  out[3] = bottom - top;
+  return true;
 }
 
 /** @param {Frame} f */

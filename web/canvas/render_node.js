@@ -303,9 +303,10 @@ function drawWidgets(f, node, layout, text) {
     const rx = node.pos[0] + 10;
     const ry = node.pos[1] + row.y;
     ctx.translate(rx, ry);
-    widgetModule(row.kind).draw(ctx, row, value, layout.w - 20, { text, disabled: disabled || muted, linked: disabled, scale });
+    const hidden = Boolean(f.covered && f.covered.has(node.id));
+    widgetModule(row.kind).draw(ctx, row, value, layout.w - 20, { text, disabled: disabled || muted, linked: disabled, scale, covered: hidden });
     ctx.translate(-rx, -ry);
-    if (row.kind === "multiline" && f.multiline && scale >= TEXTAREA_MIN_SCALE && !disabled) {
+    if (row.kind === "multiline" && f.multiline && scale >= TEXTAREA_MIN_SCALE && !disabled && !hidden) {
       const screen = f.viewport.toScreen([rx, ry]);
       f.multiline.place(node.id, row, value, screen[0], screen[1], layout.w - 20, scale, muted);
     }

@@ -118,6 +118,27 @@ export function askText(title, value = "", okLabel = "OK") {
 }
 
 /**
+ * Ask a yes/no question in the app's own dialog; true only when the user confirms (Escape, the
+ * backdrop and Cancel answer false).
+ * @param {string} title
+ * @param {string} message
+ * @param {string} [okLabel]
+ * @returns {Promise<boolean>}
+ */
+export function askConfirm(title, message, okLabel = "OK") {
+  return new Promise((resolve) => {
+    let answer = false;
+    const dialog = modal(title, [h("p", { className: "confirm-message", textContent: message })], [
+      { label: "Cancel", testid: "dialog-cancel" },
+      { label: okLabel, primary: true, testid: "dialog-ok", onClick: () => void (answer = true) },
+    ], { testid: "confirm-dialog" });
+    dialog.closed.then(() => resolve(answer));
+    const ok = /** @type {HTMLButtonElement | null} */ (dialog.el.querySelector('[data-testid="dialog-ok"]'));
+    if (ok) ok.focus();
+  });
+}
+
+/**
  * @param {string} text
  * @param {{error?: boolean, ms?: number}} [options]
  */

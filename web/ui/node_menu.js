@@ -7,6 +7,7 @@
 import { MODE_BYPASS, MODE_NEVER } from "../graph/model.js";
 import { declaredInputs } from "../graph/types.js";
 import { askText } from "./dialog.js";
+import { imageRowOf } from "./mask_editor.js";
 import { NODE_COLORS } from "./menu.js";
 
 /**
@@ -16,6 +17,7 @@ import { NODE_COLORS } from "./menu.js";
  * @property {Record<string, any>} objectInfo
  * @property {(label: string) => void} checkpoint
  * @property {(opts: {screen: number[], graphPos: number[]}) => void} openSearch
+ * @property {(nodeId: number) => void} openMaskEditor
  */
 
 /** @typedef {import("./menu.js").MenuEntry} MenuEntry */
@@ -65,6 +67,10 @@ export function nodeMenu(app, id) {
     { label: node.mode === MODE_BYPASS ? "Stop bypassing" : "Bypass", action: "bypass", shortcut: "Ctrl+B", run: toggleMode(MODE_BYPASS) },
     { label: node.mode === MODE_NEVER ? "Unmute" : "Mute", action: "mute", shortcut: "Ctrl+M", run: toggleMode(MODE_NEVER) },
   ];
+  if (imageRowOf(app.canvas, id)) {
+    entries.push({ separator: true });
+    entries.push({ label: "Open in mask editor", action: "mask-editor", shortcut: "double-click image", run: () => app.openMaskEditor(id) });
+  }
   entries.push(...widgetEntries(app, id));
   entries.push({ separator: true });
   entries.push({

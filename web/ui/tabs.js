@@ -6,7 +6,7 @@
 
 import { History } from "../history.js";
 import { fromWorkflow, toWorkflow } from "../graph/serialize.js";
-import { h } from "./dialog.js";
+import { askConfirm, h } from "./dialog.js";
 
 const STORAGE_KEY = "loom.tabs.v1";
 
@@ -100,11 +100,14 @@ export class Tabs {
     const index = this.tabs.findIndex((t) => t.id === id);
     if (index < 0) return;
     const tab = this.tabs[index];
+    if (tab.dirty && !(await askConfirm("Close workflow", `"${tab.name}" has unsaved changes. Close it and lose them?`, "Close without saving"))) return;
     if (this.hooks.beforeClose && !(await this.hooks.beforeClose(tab))) return;
-    this.tabs.splice(index, 1);
+    if (!this.tabs.includes(tab)) return; // closed meanwhile (a second click while asking)
+    const at = this.tabs.indexOf(tab);
+    this.tabs.splice(at, 1);
     if (this.active === tab) {
       this.active = null;
-      const next = this.tabs[Math.min(index, this.tabs.length - 1)];
+      const next = this.tabs[Math.min(at, this.tabs.length - 1)];
       if (next) this.activate(next.id);
       else this.hooks.onEmpty();
     }

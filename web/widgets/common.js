@@ -14,6 +14,7 @@ import { FONT_SMALL, theme } from "../canvas/theme.js";
  * @property {boolean} disabled greyed: fed by a link, or the node is muted
  * @property {boolean} linked fed by a link (the value is not used)
  * @property {number} scale viewport zoom
+ * @property {boolean} [covered] another node lies over this node (no DOM editor overlay is shown)
  * @typedef {object} WidgetContext what a widget may use when the user acts on it
  * @property {import("../graph/model.js").Node} node
  * @property {WidgetRow} row

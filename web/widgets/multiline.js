@@ -23,8 +23,8 @@ export const multilineWidget = {
     ctx.roundRect(0, 0, w, row.h, 4);
     ctx.fill();
     ctx.stroke();
-    if (!opts.text || (opts.scale >= TEXTAREA_MIN_SCALE && !opts.linked)) return;
-    // Zoomed out: no textarea, so show the start of the text.
+    if (!opts.text || (opts.scale >= TEXTAREA_MIN_SCALE && !opts.linked && !opts.covered)) return;
+    // Zoomed out or under another node: no textarea, so show the start of the text.
     ctx.font = FONT_SMALL;
     ctx.textAlign = "left";
     ctx.textBaseline = "top";
