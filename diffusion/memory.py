@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -477,6 +478,10 @@ class ModelManager:
                 for record in list(self._records):
                     if record.in_use == 0 and record.device != record.offload_device:
                         self._offload(record)
+            if unload_models:
+                # A model still held by some reference cycle (a node's state, a failed prompt's
+                # traceback) would otherwise wait for the cyclic GC, keeping its RAM and VRAM.
+                gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         log.info("freed models (unload_models=%s, free_memory=%s)", unload_models, free_memory)

@@ -18,6 +18,7 @@ list-mapped call): the cache is only for reuse across prompts, so any eviction p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import logging
@@ -56,6 +57,7 @@ from execution.events import (
 )
 from execution.guard import InputGuard, mutation_message
 from execution.interrupt import InterruptFlag
+from execution.oom import free_models, is_out_of_memory, out_of_memory_message
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,9 @@ class Executor:
             await self._cancel_tasks(run)
             self.cache.end_prompt()
             self._busy = False
-        return self._finish(run)
+        result = self._finish(run)
+        _release(run)
+        return result
 
     def _finish(self, run: RunState) -> ExecutionResult:
         status = "success"
@@ -337,6 +341,9 @@ class Executor:
                 tuple(run.values),
                 "graph.DependencyCycleError" if cycle else None,
             )
+            if is_out_of_memory(exc):  # ComfyUI's answer: free every model, say what to try
+                free_models(self.services)
+                run.failure = dataclasses.replace(run.failure, exception_message=out_of_memory_message(exc))
         run.record(run.failure)
 
     # --- one node ------------------------------------------------------------------------------------
@@ -627,6 +634,18 @@ def _report_progress(run: RunState, node_id: str, value: float, total: float | N
     run.emit(NodeProgress(run.prompt_id, node_id, value, total, display, parent, real))
     if preview is not None:
         run.emit(NodePreview(run.prompt_id, node_id, preview, display, parent, real))
+
+
+def _release(run: RunState) -> None:
+    """Drop the prompt's node values once its result is built. A RunState is part of a reference
+    cycle (its Schedule holds its bound methods), so without this every tensor, latent and model
+    handle a prompt produced would live on until Python's cyclic GC happened to run -- unloaded
+    models and old images piling up in RSS, prompt after prompt (tests/soak/)."""
+    run.values.clear()
+    run.inputs_of.clear()
+    run.cached_ui.clear()
+    run.expansions.clear()
+    run.tasks.clear()
 
 
 def _task_done(run: RunState, task: asyncio.Task[Any]) -> None:
