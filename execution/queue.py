@@ -37,10 +37,12 @@ from execution.store import (
     QueueItem,
     UnknownPromptError,
     connect,
+    decode_json_columns,
     dumps,
     history_entry,
     history_status,
     item_of_row,
+    item_with,
     loads,
     migrate,
     not_pending,
@@ -98,6 +100,7 @@ class JobStore:
         self._sensitive: dict[str, dict] = {}
         self._closed = False
         self._paused = False
+        self._parsed: dict[int, tuple[Any, ...]] = {}
         self._lock_file = None
         if str(path) != MEMORY:
             db = Path(path)
@@ -482,7 +485,15 @@ class JobStore:
         with self._lock:
             running = self._rows("SELECT * FROM prompts WHERE status = 'running' ORDER BY started_at, seq")
             pending = self._rows("SELECT * FROM prompts WHERE status = 'pending' ORDER BY number, seq")
-        return [item_of_row(r) for r in running], [item_of_row(r) for r in pending]
+        # Decoding every queued prompt's JSON dominated GET /queue with a long queue (tests/soak/);
+        # the JSON columns are written once, at submit, so their decoded form is kept per row (seq,
+        # never reused) for the rows still queued. Only GET /queue reads these items, never mutating.
+        known, parsed = self._parsed, {}
+        for row in (*running, *pending):
+            seq = row["seq"]
+            parsed[seq] = known.get(seq) or decode_json_columns(row)
+        self._parsed = parsed
+        return [item_with(r, parsed[r["seq"]]) for r in running], [item_with(r, parsed[r["seq"]]) for r in pending]
 
     def remaining(self) -> int:
         """Pending + running (GET /prompt exec_info.queue_remaining)."""

@@ -91,13 +91,23 @@ def to_ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 
 
-def item_of_row(row: sqlite3.Row, sensitive: dict | None = None) -> QueueItem:
+JSON_COLUMNS = ("prompt", "extra_data", "outputs_to_execute")
+"""The columns of a QueueItem stored as JSON; written once, at submit, and never updated."""
+
+
+def decode_json_columns(row: sqlite3.Row) -> tuple[Any, ...]:
+    return tuple(json.loads(row[name]) for name in JSON_COLUMNS)
+
+
+def item_with(row: sqlite3.Row, decoded: tuple[Any, ...], sensitive: dict | None = None) -> QueueItem:
+    """The QueueItem of a row whose JSON columns are already decoded (JSON_COLUMNS order)."""
+    prompt, extra_data, outputs_to_execute = decoded
     return QueueItem(
         number=row["number"],
         prompt_id=row["prompt_id"],
-        prompt=json.loads(row["prompt"]),
-        extra_data=json.loads(row["extra_data"]),
-        outputs_to_execute=json.loads(row["outputs_to_execute"]),
+        prompt=prompt,
+        extra_data=extra_data,
+        outputs_to_execute=outputs_to_execute,
         status=row["status"],
         created_at=row["created_at"],
         started_at=row["started_at"],
@@ -107,6 +117,10 @@ def item_of_row(row: sqlite3.Row, sensitive: dict | None = None) -> QueueItem:
         attempts=row["attempts"],
         sensitive=dict(sensitive or {}),
     )
+
+
+def item_of_row(row: sqlite3.Row, sensitive: dict | None = None) -> QueueItem:
+    return item_with(row, decode_json_columns(row), sensitive)
 
 
 def history_status(row: sqlite3.Row) -> dict[str, Any]:
