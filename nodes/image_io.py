@@ -270,7 +270,10 @@ def save_png_batch(
 
     if getattr(images, "ndim", None) != 4:
         raise ValueError(f"expected an IMAGE batch [B, H, W, C], got shape {tuple(getattr(images, 'shape', ()))}")
-    target = save_path(folder, prefix, width=int(images.shape[2]), height=int(images.shape[1]))
+    try:
+        target = save_path(folder, prefix, width=int(images.shape[2]), height=int(images.shape[1]))
+    except OSError as exc:  # the folder is a file, read-only, or the disk is full
+        raise _save_error(exc, Path(folder), prefix) from exc
     results = []
     for batch_number, image in enumerate(images):
         ctx.check_interrupted()
@@ -280,10 +283,32 @@ def save_png_batch(
             for key, text in texts.items():
                 info.add_text(key, text)
         file = target.name(target.counter + batch_number, "png", batch_number)
-        _pil_image(image_to_uint8(image)).save(target.folder / file, pnginfo=info, compress_level=compress_level)
+        write_atomically(target.folder / file, _pil_image(image_to_uint8(image)), pnginfo=info,
+                         compress_level=compress_level)  # fmt: skip
         results.append({"filename": file, "subfolder": target.subfolder, "type": kind})
     log.debug("saved %d image(s) to %s", len(results), target.folder)
     return results
+
+
+def write_atomically(path: Path, image: Any, **options: Any) -> None:
+    """Save a PIL image as PNG under a hidden temporary name, then rename it into place: a full
+    disk or a crash never leaves a truncated PNG under the final name (ComfyUI's counter would skip
+    past it and the editor would show a broken image). The error names the folder."""
+    temporary = path.with_name(f".loom-{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            image.save(handle, format="PNG", **options)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise _save_error(exc, path.parent, path.name) from exc
+
+
+def _save_error(exc: OSError, folder: Path, name: str) -> OSError:
+    reason = exc.strerror or str(exc)
+    message = (f"cannot save '{name}' in the folder {folder}: {reason}; free some disk space or make the folder "
+               "writable (or start Loom with another --output-directory)")  # fmt: skip
+    return OSError(message)  # raised `from exc`: the errno stays on the cause
 
 
 def metadata_enabled(ctx: NodeRuntime) -> bool:
@@ -511,4 +536,5 @@ __all__ = [
     "save_png_batch",
     "sha256_file",
     "split_annotation",
+    "write_atomically",
 ]
