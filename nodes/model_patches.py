@@ -17,7 +17,7 @@ import functools
 import logging
 from typing import Any
 
-from nodes.api import Boolean, Choice, Float, Input, Int, Node, NodeRuntime, NodeSpec, Output
+from nodes.api import Boolean, Choice, Float, Input, Int, ModelError, Node, NodeRuntime, NodeSpec, Output
 from nodes.loaders import model_files, resolve_model
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,13 @@ def load_lora_patches(path: Any, handles: list[Any]) -> dict[Any, list[Any]]:
         shapes.update(handle.patch_shapes())
     with loading.open_state_dict(path) as sd:
         patches, unmatched = lora.load_lora(sd, key_map, shapes)
-    if not patches:
-        log.warning("LoRA %s patched no layer of this model (%d keys unmatched)", path.name, len(unmatched))
+    if not patches and unmatched:
+        # ComfyUI only logs this and runs the prompt as if there were no LoRA; an image made
+        # without the LoRA the user asked for is worse than a clear error.
+        raise ModelError(
+            f"LoRA {path.name} fits no layer of this model: none of its {len(unmatched)} keys match "
+            "(is it made for another model family, e.g. an SDXL LoRA on SD1.5?)"
+        )
     return patches
 
 

@@ -162,7 +162,7 @@ class FakeRecord:
     def device(self) -> torch.device:
         return self._device
 
-    def move(self, device: torch.device) -> None:
+    def move(self, device: torch.device, channels_last: bool = False) -> None:
         if device != self._device:
             self.moves.append(str(device))
             self._device = device
