@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server import extensions, internal, packages, queue_control, settings, uploads, userdata
+from server import extensions, internal, openapi, packages, queue_control, settings, uploads, userdata
 from server import handlers as h
 
 API_ROUTES: tuple[tuple[str, str, h.Handler], ...] = (
@@ -55,6 +55,7 @@ API_ROUTES: tuple[tuple[str, str, h.Handler], ...] = (
     ("GET", "/workflow_templates", packages.get_workflow_templates),
     ("GET", "/workflow_templates/{pack}/{file}", packages.get_workflow_template_file),
     ("GET", "/i18n", packages.get_i18n),
+    ("GET", "/openapi.json", openapi.get_openapi),  # the description of every route (server/openapi.py)
 )
 
 # ComfyUI's internal sub-application: served once, at /internal/... only.
