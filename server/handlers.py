@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import os
 import sys
 import time
@@ -45,6 +46,8 @@ from server.ws import exec_info
 log = logging.getLogger(__name__)
 
 VIEW_TYPES_HINT = "output, input or temp"
+MAX_NUMBER = 2**53
+"""Largest |number| of a POST /prompt body: queue positions are stored as floats (exact up to 2**53)."""
 
 
 # ---------------------------------------------------------------------- prompt and queue
@@ -71,6 +74,8 @@ def _submission(body: Mapping[str, Any]) -> dict[str, Any]:
     number = body.get("number")
     if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float, str))):
         raise _prompt_error(f"'number' must be a number, got {number!r}")
+    if number is not None and not _number_in_range(number):  # the store keeps it as an SQLite number
+        raise _prompt_error(f"'number' must be a number between {-MAX_NUMBER} and {MAX_NUMBER}, got {number!r:.100}")
     return {
         "prompt_id": prompt_id,
         "number": number,
@@ -78,6 +83,14 @@ def _submission(body: Mapping[str, Any]) -> dict[str, Any]:
         "extra_data": {**extra, "create_time": int(time.time() * 1000)},
         "client_id": client_id,
     }
+
+
+def _number_in_range(number: int | float | str) -> bool:
+    try:
+        value = float(number)
+    except (ValueError, OverflowError):
+        return False
+    return math.isfinite(value) and abs(value) <= MAX_NUMBER
 
 
 async def get_prompt(request: web.Request) -> web.Response:
@@ -354,6 +367,13 @@ def _view_target(request: web.Request) -> Path:
     return target
 
 
+def _quality(text: str) -> int:
+    """?preview=webp;Q: Q in 1..100; anything else (Unicode digits, 5,000 digits, 999) clamped or 90."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 3):
+        return 90
+    return min(100, max(1, int(text)))
+
+
 def _image_variant(path: Path, channel: str | None, preview: str | None) -> tuple[bytes, str] | None:
     """(bytes, content type) for ?preview=webp;Q|jpeg;Q or ?channel=rgb|a; None if not an image."""
     from PIL import Image, UnidentifiedImageError  # deferred: only these variants need Pillow
@@ -365,7 +385,7 @@ def _image_variant(path: Path, channel: str | None, preview: str | None) -> tupl
             if preview:
                 kind, _, quality = preview.partition(";")
                 kind = "webp" if kind.lower() == "webp" else "jpeg"
-                image.convert("RGB").save(out, format=kind.upper(), quality=int(quality) if quality.isdigit() else 90)
+                image.convert("RGB").save(out, format=kind.upper(), quality=_quality(quality))
                 return out.getvalue(), f"image/{kind}"
             if channel == "rgb":
                 image.convert("RGB").save(out, format="PNG")

@@ -10,8 +10,10 @@ exception texts can hold paths or secrets.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import mimetypes
 import os
 import uuid
@@ -34,6 +36,12 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "n
 ACTIVE_TYPES = ("text/", "application/javascript", "application/ecmascript", "application/xhtml", "image/svg")
 ACTIVE_SUFFIXES = (".html", ".htm", ".js", ".mjs", ".css", ".svg", ".xml", ".xhtml")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+CLIENT_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
+"""OSErrors caused by a name the request gave: answered 400, not 500."""
+PATH_CONFLICT_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR})
+"""OSErrors of a requested path that collides with existing files or folders: answered 409."""
+MAX_JSON_DEPTH = 256
+"""Deepest nesting accepted in a JSON body (prompts and saved workflows nest a few dozen levels)."""
 
 
 class BadRequest(EngineError):
@@ -140,30 +148,110 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, 400, "invalid_request", str(exc))
     except EngineError as exc:
         return error_response(request, 400, type(exc).__name__, str(exc))
+    except OSError as exc:
+        # A name the client chose that the filesystem cannot take (255 bytes per name, 4096 per path),
+        # or one that collides with what is there (a file where the path needs a folder).
+        if exc.errno in CLIENT_PATH_ERRNOS:
+            return error_response(
+                request, 400, "invalid_path", f"a file name in this request is unusable: {exc.strerror}"
+            )
+        if exc.errno in PATH_CONFLICT_ERRNOS:
+            return error_response(
+                request,
+                409,
+                "conflict",
+                f"a path in this request collides with an existing file or folder: {exc.strerror}",
+            )
+        return _internal_error(request)
     except Exception:
-        reference = uuid.uuid4().hex[:12]
-        log.exception("%s %s failed (reference %s)", request.method, request.path, reference)
-        return error_response(
-            request, 500, "server_error", f"internal error; the server log has the details (reference {reference})"
-        )
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    reference = uuid.uuid4().hex[:12]
+    log.exception("%s %s failed (reference %s)", request.method, request.path, reference)
+    return error_response(
+        request, 500, "server_error", f"internal error; the server log has the details (reference {reference})"
+    )
 
 
 # ---------------------------------------------------------------------- parsing helpers
 
 
-async def read_json(request: web.Request, *, empty: Any = None) -> Any:
-    """The JSON body, `empty` if there is none; BadRequest (400) if it does not parse."""
-    raw = await request.read()
-    if not raw.strip():
-        return empty
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(
+            f"request body holds the number {text}, which is out of range for a JSON number", "invalid_json"
+        )
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and a stored NaN would make every later
+    # GET of it (the queue, the history, settings) unreadable to browsers' JSON.parse.
+    raise BadRequest(f"request body is not valid JSON: {name} is not a JSON value", "invalid_json")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Strict JSON: no NaN/Infinity, finite numbers, at most MAX_JSON_DEPTH levels, no lone UTF-16
+    surrogates. BadRequest (400, `invalid_json`) saying what and where otherwise."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not UTF-8 text: {exc.reason} at byte {exc.start}", "invalid_json") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", "invalid_json"
         ) from None
+    except RecursionError:
+        raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep", "invalid_json") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info.str_digits_check_threshold)
+        raise BadRequest(f"request body holds a number Loom cannot read: {exc}", "invalid_json") from None
+    check_json_value(value)
+    return value
+
+
+def check_json_value(value: Any) -> None:
+    """Depth and text checks of parsed JSON (explicit stack: any depth is walked without recursion)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, where)
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise BadRequest(
+                f"request body is nested more than {MAX_JSON_DEPTH} levels deep (at {where})", "invalid_json"
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, f"{where}.{key}" if where else key)
+                stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+        else:
+            stack.extend((child, f"{where}[{index}]", depth + 1) for index, child in enumerate(item))
+
+
+def _check_text(text: str, where: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = where.encode("utf-8", "backslashreplace").decode("ascii", "replace")[:200] or "the top level"
+        raise BadRequest(
+            f"request body holds text that is not valid Unicode (a lone UTF-16 surrogate) at {shown}", "invalid_json"
+        ) from None
+
+
+async def read_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The JSON body, `empty` if there is none; BadRequest (400) if it is not strict JSON (parse_json)."""
+    raw = await request.read()
+    if not raw.strip():
+        return empty
+    return parse_json(raw)
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
@@ -178,9 +266,12 @@ def query_int(request: web.Request, name: str) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise BadRequest(f"query parameter '{name}' must be an integer, got {value!r}") from None
+        raise BadRequest(f"query parameter '{name}' must be an integer, got {value[:100]!r}") from None
+    if not -(2**63) <= number < 2**63:  # what SQLite (the store) can take
+        raise BadRequest(f"query parameter '{name}' is out of range: {value[:100]}")
+    return number
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
@@ -227,6 +318,8 @@ __all__ = [
     "error_middleware",
     "error_object",
     "error_response",
+    "check_json_value",
+    "parse_json",
     "id_list",
     "json_dumps",
     "private_roots",

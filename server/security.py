@@ -131,7 +131,9 @@ def _split_host(host: str) -> tuple[str, int | None]:
         name, _, port = host.partition(":")
     else:
         name, port = host, ""
-    return name.rstrip(".").lower(), int(port) if port.isdigit() else None
+    # isascii/len: "²" is a digit to isdigit() and 5,000 digits make int() raise; ports have 1-5.
+    valid = port.isascii() and port.isdigit() and len(port) <= 5
+    return name.rstrip(".").lower(), int(port) if valid else None
 
 
 def _same_origin(origin: str, host: str, scheme: str) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
-import json
 import os
 import tempfile
 import unicodedata
@@ -36,9 +35,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server.app import SETTINGS
-from server.http import TRUE_WORDS, BadRequest
+from server.http import TRUE_WORDS, BadRequest, parse_json
 from server.security import accepts_multipart
 
 UPLOAD_TYPES = ("input", "temp")
@@ -184,6 +184,13 @@ async def read_form(request: web.Request, max_bytes: int) -> UploadForm:
     """The multipart form: the `image` file part (read up to max_bytes) and the small text fields."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest(f"uploads are multipart/form-data with an 'image' file field, got {request.content_type!r}")
+    try:
+        return await _read_parts(request, max_bytes)
+    except (ValueError, HttpProcessingError) as exc:  # aiohttp's parser: no boundary, a bad part header ...
+        raise BadRequest(f"the multipart/form-data body is malformed: {exc}") from None
+
+
+async def _read_parts(request: web.Request, max_bytes: int) -> UploadForm:
     reader = await request.multipart()
     filename, data, fields = "", None, {}
     while (part := await reader.next()) is not None:
@@ -216,20 +223,25 @@ def _target_folder(request: web.Request, form: UploadForm) -> tuple[str, str, Pa
     kind = form.fields.get("type") or "input"
     if kind not in UPLOAD_TYPES:
         raise BadRequest(f"uploads go to {' or '.join(UPLOAD_TYPES)}, not {kind!r}")
-    subfolder = form.fields.get("subfolder", "")
-    return kind, subfolder, contained_folder(request.app[SETTINGS].folders[kind], subfolder)
+    root = request.app[SETTINGS].folders[kind]
+    folder = contained_folder(root, form.fields.get("subfolder", ""))
+    # The answer names the folder written ("a\\b" and "a/./b" are "a/b"), so /view finds the file.
+    subfolder = folder.relative_to(os.path.realpath(root)).as_posix()
+    return kind, "" if subfolder == "." else subfolder, folder
 
 
 def _original(request: web.Request, ref_text: str | None) -> Path:
     if not ref_text:
         raise BadRequest("a mask upload needs 'original_ref' (JSON {filename, subfolder, type})")
     try:
-        ref: Any = json.loads(ref_text)
-    except ValueError:
-        raise BadRequest("'original_ref' is not valid JSON") from None
+        ref: Any = parse_json(ref_text)  # strict: a lone surrogate in a name would fail realpath()
+    except BadRequest as exc:
+        raise BadRequest(f"'original_ref' is not valid JSON: {exc}") from None
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str) or not ref["filename"]:
         raise BadRequest("'original_ref' must be a JSON object with a 'filename'")
     filename, kind = ref["filename"], ref.get("type") or "input"
+    if "\x00" in filename or "\x00" in str(ref.get("subfolder") or ""):  # realpath() raises on NUL
+        raise BadRequest("'original_ref' names a file with a NUL character")
     for suffix in (" [input]", " [output]", " [temp]"):
         if filename.endswith(suffix):
             filename, kind = filename[: -len(suffix)], suffix[2:-1]

@@ -135,7 +135,7 @@ class WebSocketHub:
         """Only the first text message may announce feature flags (ComfyUI's rule)."""
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a deeply nested message
             return
         if isinstance(message, dict) and message.get("type") == "feature_flags":
             data = message.get("data")
