@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 SpecLookup = Callable[[str], NodeSpec | None]
 
+MAX_EXPANDED_NODES = 100_000
+"""Most nodes a workflow may expand to. Subgraphs nest: a 2 kB file whose every level holds four
+instances of the next expands to 4**depth nodes, so the walk is bounded, not the file size."""
+
 
 def is_ui_workflow(data: Any) -> bool:
     """True for the editor's workflow format (a "nodes" list plus links or a schema version), False
@@ -63,11 +67,13 @@ def workflow_to_prompt(
     specs: SpecLookup,
     *,
     passthrough_types: Collection[str] = (),
+    max_nodes: int = MAX_EXPANDED_NODES,
 ) -> dict[str, dict[str, Any]]:
     """Convert a UI workflow (schema 0.4 or 1.x, with subgraphs) to an API prompt.
 
     `specs(class_type)` gives the NodeSpec of an installed node type, or None. `passthrough_types`
     names extra frontend-only node types (custom reroutes) that pass input k through to output k.
+    A workflow whose subgraphs expand to more than `max_nodes` nodes raises WorkflowError.
     """
     if not isinstance(workflow, Mapping):
         raise WorkflowError(f"a workflow must be a JSON object, got {type(workflow).__name__}")
@@ -83,13 +89,15 @@ def workflow_to_prompt(
     if problems:
         raise WorkflowError("the workflow is malformed:\n  - " + "\n  - ".join(problems))
     workspace = Workspace(root, definitions, REROUTE_TYPES | frozenset(passthrough_types))
-    return _convert(workspace, specs, _group_node_types(workflow))
+    return _convert(workspace, specs, _group_node_types(workflow), max_nodes)
 
 
-def _convert(workspace: Workspace, specs: SpecLookup, group_nodes: Collection[str]) -> dict[str, dict[str, Any]]:
+def _convert(
+    workspace: Workspace, specs: SpecLookup, group_nodes: Collection[str], max_nodes: int
+) -> dict[str, dict[str, Any]]:
     prompt: dict[str, dict[str, Any]] = {}
     unknown: dict[str, list[str]] = {}
-    for scope, node_id in _executable_nodes(workspace):
+    for scope, node_id in _executable_nodes(workspace, max_nodes):
         node = scope.graph.nodes[node_id]
         spec = specs(node["type"])
         if spec is None:
@@ -101,19 +109,27 @@ def _convert(workspace: Workspace, specs: SpecLookup, group_nodes: Collection[st
     return prompt
 
 
-def _executable_nodes(workspace: Workspace) -> Iterator[tuple[Scope, str]]:
+def _executable_nodes(workspace: Workspace, max_nodes: int) -> Iterator[tuple[Scope, str]]:
     """Every node that becomes a prompt entry, in execution order, subgraphs flattened in place.
 
     An explicit stack of graph levels, not recursion: nesting depth is whatever the file says.
+    Every node visited counts against `max_nodes`, instances included.
     """
     virtual = VIRTUAL_TYPES | workspace.passthrough_types
     stack: list[tuple[Scope, Iterator[str]]] = [(workspace.root, iter(list(workspace.root.graph.nodes)))]
+    visited = 0
     while stack:
         scope, remaining = stack[-1]
         node_id = next(remaining, None)
         if node_id is None:
             stack.pop()
             continue
+        visited += 1
+        if visited > max_nodes:
+            raise WorkflowError(
+                f"the workflow expands to more than {max_nodes} nodes (at node {scope.exec_id(node_id)}): its "
+                "subgraphs contain instances of other subgraphs that multiply at every level"
+            )
         node = scope.graph.nodes[node_id]
         if node["type"] in virtual or node_mode(node) in (MODE_NEVER, MODE_BYPASS):
             continue  # a muted or bypassed subgraph instance drops everything inside it too

@@ -247,15 +247,15 @@ def bypass_input_index(node: Mapping[str, Any], slot: int, target_type: Any) -> 
     if not inputs:
         return None
     if target_type in (None, "", ANY_TYPE):
-        return slot if slot < len(inputs) else 0
+        return slot if 0 <= slot < len(inputs) else 0
     outputs = node.get("outputs") or []
-    output_type = outputs[slot].get("type") if slot < len(outputs) else target_type
+    output_type = outputs[slot].get("type") if 0 <= slot < len(outputs) else target_type
 
     def fits(entry: Mapping[str, Any]) -> bool:
         kind = entry.get("type")
         return _loose_compatible(kind, output_type) and _loose_compatible(kind, target_type)
 
-    if slot < len(inputs) and fits(inputs[slot]):
+    if 0 <= slot < len(inputs) and fits(inputs[slot]):
         return slot
     for index, entry in enumerate(inputs):
         if entry.get("type") == target_type:
@@ -333,7 +333,7 @@ class Workspace:
 
     def _step_in(self, scope: Scope, node_id: str, slot: int) -> tuple[Resolved, Any]:
         inputs = scope.graph.nodes[node_id].get("inputs") or []
-        if slot >= len(inputs):
+        if not 0 <= slot < len(inputs):  # a link's slot may be anything a file says, negative too
             return None, None
         link_id = input_link_id(inputs[slot])
         if link_id is None:
@@ -408,19 +408,19 @@ def instance_input_index(definition: UiGraph, instance: Mapping[str, Any], slot:
     """The instance input matching subgraph input `slot` (by name: saved instances may omit
     unlinked widget inputs, so positions are not reliable)."""
     inputs = instance.get("inputs") or []
-    name = definition.inputs[slot].get("name") if slot < len(definition.inputs) else None
+    name = definition.inputs[slot].get("name") if 0 <= slot < len(definition.inputs) else None
     if name is not None:
         for index, entry in enumerate(inputs):
             if entry.get("name") == name:
                 return index
         return None
-    return slot if slot < len(inputs) else None
+    return slot if 0 <= slot < len(inputs) else None
 
 
 def instance_widget_value(definition: UiGraph, instance: Mapping[str, Any], slot: int) -> Constant | None:
     """The value an instance's promoted widget gives subgraph input `slot`, if it has one."""
     values = instance.get("widgets_values")
-    name = definition.inputs[slot].get("name") if slot < len(definition.inputs) else None
+    name = definition.inputs[slot].get("name") if 0 <= slot < len(definition.inputs) else None
     if isinstance(values, Mapping):
         return Constant(values[name]) if name in values else None
     if not isinstance(values, list):

@@ -151,7 +151,7 @@ def _walk(slots: Sequence[Slot], values: Sequence[Any]) -> dict[str, Any]:
 
 def _companion_fits(kind: str, inp: InputSpec, value: Any, spare: int, rest: Sequence[Slot]) -> bool:
     if kind == _CONTROL:
-        if value not in CONTROL_MODES:
+        if not isinstance(value, str) or value not in CONTROL_MODES:  # a list or object is unhashable
             return False
         # A declared control is trusted; the legacy name rule only when the value cannot belong to
         # the next widget (a string or combo widget could legitimately hold "fixed").
