@@ -94,8 +94,8 @@ async def test_index_page_and_web_files(idle_client: TestClient) -> None:
     text = await response.text()
     assert response.status == 200 and response.headers["Content-Type"] == "text/html"
     assert "no-cache" in response.headers["Cache-Control"]
-    assert "<title>Loom</title>" in text and "object_info" in text
-    assert "not built yet" in text  # says honestly that the editor is a later issue
+    assert "<title>Loom</title>" in text and 'id="graph-canvas"' in text  # the editor
+    assert "javascript" in (await idle_client.get("/app.js")).headers["Content-Type"]  # modules load
     assert (await idle_client.get("/index.html")).status == 200
     assert (await idle_client.get("/no-such-file.js")).status == 404
     assert (await idle_client.get("/%2E%2E/README.md")).status == 404
