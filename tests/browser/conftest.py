@@ -62,6 +62,13 @@ WARM_UP: dict[str, Any] = {
 }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the browser tests after every other test. Playwright's sync API keeps an asyncio loop
+    running in the main thread from the first browser test until the session ends, and every later
+    test that calls asyncio.run() (the server and fault tests do) would fail."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: order kept
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     # Lets the page fixture know whether its test failed (for the failure screenshot).
