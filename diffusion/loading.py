@@ -1,7 +1,9 @@
 """Model files -> built modules: read weights, detect the family, build, load strictly.
 
-Reading: `.safetensors` / `.sft` lazily through safetensors' mmap (`LazyStateDict`: shapes are
-known without reading data, each tensor is read when asked for); `.ckpt` / `.pt` / `.pth` / `.bin`
+Reading: `.safetensors` / `.sft` lazily through a memory map (`LazyStateDict`: header checked by
+safetensors, shapes known without reading data, each tensor read when asked for -- converted
+straight from the mapped pages to its load dtype, which are then dropped from the resident set, so
+a load peaks near the converted weights alone, not weights + file); `.ckpt` / `.pt` / `.pth` / `.bin`
 with `torch.load(weights_only=True)` only (a pickle that needs code to run is refused with a
 ModelError, never executed), a top-level `state_dict` unwrapped. Diffusers folders (unet/, vae/,
 text_encoder/, text_encoder_2/) are renamed to the LDM layout (diffusers_keys.py).
@@ -19,7 +21,9 @@ encoders per family (`cond_stage_model.transformer.` CLIP-L, `cond_stage_model.m
 
 from __future__ import annotations
 
+import json
 import logging
+import mmap
 import os
 import pickle
 import time
@@ -43,6 +47,7 @@ from diffusion.families.base import (
     Family,
     PrefixView,
     StateDict,
+    read_as,
     shape_of,
     text_config_from_state_dict,
     uses_zsnr,
@@ -65,26 +70,63 @@ _CONVERT_THREADS = max(1, min(4, os.cpu_count() or 1))
 class LazyStateDict(Mapping[str, Tensor]):
     """A safetensors file as a read-only mapping: keys and shapes from the header, data on access.
 
-    Every `[key]` reads that tensor from the mmapped file into its own memory; nothing else is
-    held. `close()` (or leaving a `with` block) releases the file.
+    The file is memory-mapped (copy-on-write, never written). Every `[key]` copies that tensor out
+    of the mapping into its own memory; `read_as(key, dtype)` converts it straight from the mapped
+    pages into a new tensor of `dtype` (one pass, no intermediate copy). Either way the mapped pages
+    just read are then dropped from this process (madvise DONTNEED; they stay in the page cache),
+    so reading a whole file never holds it in the resident size next to the converted weights.
+    `close()` (or leaving a `with` block) releases the file.
     """
 
     def __init__(self, path: str | Path) -> None:
         from safetensors import safe_open
 
         self.path = Path(path)
-        try:
-            self._file = safe_open(str(self.path), framework="pt", device="cpu")
+        try:  # safetensors validates the header (offsets, dtypes, sizes) before we trust it
+            with safe_open(str(self.path), framework="pt", device="cpu") as checked:
+                self._keys = list(checked.keys())
+                self.metadata: dict[str, str] = dict(checked.metadata() or {})
+            self._entries, data_start = _safetensors_header(self.path)
         except Exception as exc:  # safetensors raises its own SafetensorError for bad headers
             raise ModelError(f"cannot read '{self.path.name}' as safetensors: {exc}") from exc
-        self._keys = list(self._file.keys())
         self._keyset = frozenset(self._keys)
-        self.metadata: dict[str, str] = dict(self._file.metadata() or {})
+        self._data_start = data_start
+        self._map: mmap.mmap | None = None
+        size = self.path.stat().st_size
+        if size > data_start:  # a file of empty tensors only has nothing to map
+            with open(self.path, "rb") as file:
+                self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
 
     def __getitem__(self, key: str) -> Tensor:
+        return self.read_as(key, None)
+
+    def read_as(self, key: str, dtype: torch.dtype | None) -> Tensor:
+        """sd[key] in its own memory, floating-point values converted to `dtype` (None: as stored)."""
         if key not in self._keyset:
             raise KeyError(key)
-        return self._file.get_tensor(key)
+        file_dtype, shape, begin, end = self._entries[key]
+        if dtype is None or not file_dtype.is_floating_point:
+            dtype = file_dtype
+        out = torch.empty(shape, dtype=dtype)
+        if out.numel() == 0:
+            return out
+        if self._map is None:
+            raise ModelError(f"'{self.path.name}' is closed")
+        start = self._data_start + begin
+        source = torch.frombuffer(self._map, dtype=file_dtype, count=out.numel(), offset=start)
+        out.copy_(source.view(shape))
+        del source
+        self._release(start, self._data_start + end)
+        return out
+
+    def _release(self, start: int, end: int) -> None:
+        """Drop the mapped pages of [start, end) from the resident set (they are clean file pages:
+        a later read faults them back in from the page cache, so neighbours sharing an edge page
+        lose nothing)."""
+        page = mmap.PAGESIZE
+        first = start // page * page
+        if self._map is not None and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -98,18 +140,54 @@ class LazyStateDict(Mapping[str, Tensor]):
     def shape(self, key: str) -> tuple[int, ...]:
         if key not in self._keyset:
             raise KeyError(key)
-        return tuple(self._file.get_slice(key).get_shape())
+        return self._entries[key][1]
 
     def close(self) -> None:
-        file, self._file = self._file, None
-        if file is not None:
-            file.__exit__(None, None, None)
+        mapped, self._map = self._map, None
+        if mapped is not None:
+            try:
+                mapped.close()
+            except BufferError:  # a tensor still views it (never ours); the GC unmaps it later
+                log.debug("%s: mapping still in use at close", self.path.name)
 
     def __enter__(self) -> LazyStateDict:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    **{name: getattr(torch, attr) for name, attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"))
+       if hasattr(torch, attr)},
+}  # fmt: skip
+
+
+def _safetensors_header(path: Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int, int]], int]:
+    """{key: (dtype, shape, begin, end)} with offsets relative to the data, and where the data starts."""
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(length))
+    entries = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ModelError(f"tensor {key}: unsupported dtype {info['dtype']}")
+        begin, end = info["data_offsets"]
+        entries[key] = (dtype, tuple(int(n) for n in info["shape"]), int(begin), int(end))
+    return entries, 8 + length
 
 
 class TensorDict(dict):
@@ -198,8 +276,8 @@ def build_module(make: Callable[[], nn.Module], weights: StateDict, dtype: torch
     check_keys(expected, weights, what)
 
     def convert(key: str) -> Tensor:
-        value = weights[key]  # read from the file (lazy) and converted at once, so only one
-        return value.to(dtype) if value.is_floating_point() else value  # copy stays alive
+        # Read from the file (lazy) and converted at once, so only one copy stays alive.
+        return read_as(weights, key, dtype)
 
     # Converting is bound by page faults on fresh memory; a few threads overlap them (torch
     # releases the GIL in copies), about halving the time on 2 cores.
@@ -255,6 +333,11 @@ class _FilteredView(Mapping[str, Any]):
 
     def shape(self, key: str) -> tuple[int, ...]:
         return shape_of(self._sd, key)
+
+    def read_as(self, key: str, dtype: torch.dtype) -> Tensor:
+        if key not in self._keyset:
+            raise KeyError(key)
+        return read_as(self._sd, key, dtype)
 
 
 # -- what a load produces -------------------------------------------------------------------------

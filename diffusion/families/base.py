@@ -17,13 +17,17 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ModelError
 from diffusion.configs import TextEncoderConfig, UNetConfig, VAEConfig
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
+
+if TYPE_CHECKING:  # annotations only: this module stays free of torch
+    import torch
+    from torch import Tensor
 
 StateDict = Mapping[str, Any]
 """key -> tensor (or a lazy mapping that also offers `shape(key)` without reading the data)."""
@@ -38,6 +42,17 @@ def shape_of(sd: StateDict, key: str) -> tuple[int, ...]:
     if callable(reader):
         return tuple(reader(key))
     return tuple(sd[key].shape)
+
+
+def read_as(sd: StateDict, key: str, dtype: torch.dtype) -> Tensor:
+    """sd[key] with floating-point values in `dtype`, in its own memory. Lazy mappings
+    (loading.LazyStateDict and views over it) convert straight from the file, with no copy in
+    the file's dtype in between."""
+    reader = getattr(sd, "read_as", None)
+    if callable(reader):
+        return reader(key, dtype)
+    value = sd[key]
+    return value.to(dtype) if value.is_floating_point() else value
 
 
 class PrefixView(Mapping[str, Any]):
@@ -69,6 +84,9 @@ class PrefixView(Mapping[str, Any]):
 
     def shape(self, key: str) -> tuple[int, ...]:
         return shape_of(self._sd, self._source(key))
+
+    def read_as(self, key: str, dtype: torch.dtype) -> Tensor:
+        return read_as(self._sd, self._source(key), dtype)
 
 
 def _indices(keys: Mapping[str, Any], prefix: str) -> list[int]:
