@@ -15,6 +15,7 @@ place twice; `passes=1` runs only the square tiling (3x cheaper, seams slightly 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import torch
@@ -219,7 +220,31 @@ class AutoencoderKL(nn.Module):
         return mean.to(x.dtype)
 
     def decode(self, z: Tensor) -> Tensor:
-        """z: (B, embed_dim, h, w) -> (B, 3, h*f, w*f) in about -1..1, in z's dtype."""
+        """z: (B, embed_dim, h, w) -> (B, 3, h*f, w*f) in about -1..1, in z's dtype.
+
+        When the estimated working memory (`decode_bytes`) exceeds what the compute device has
+        free (`available_memory`), the batch is decoded one item at a time, and if one item is
+        still too large, in square tiles sized to fit (one tiling pass, linear blends over the
+        overlaps) -- slower and not bit-identical, but it finishes instead of running out."""
+        if id(self) in _tiling():  # a tile of decode_tiled: never split again
+            return self._decode(z)
+        device = self.quant_conv.weight.device
+        free = available_memory(device)
+        size = torch.empty((), dtype=self.dtype).element_size()
+        per_item = decode_bytes(z.shape[2] * self.downscale, z.shape[3] * self.downscale, size)
+        if per_item * z.shape[0] <= free:
+            return self._decode(z)
+        if per_item <= free:
+            return torch.cat([self._decode(z[i : i + 1]) for i in range(z.shape[0])])
+        tile = fitting_tile(free, self.downscale, size)
+        log.info(
+            "VAE decode of %dx%d px needs about %.2f GiB, %.2f GiB free on %s: decoding in %d px tiles",
+            z.shape[3] * self.downscale, z.shape[2] * self.downscale, per_item / 2**30, free / 2**30,
+            device, tile * self.downscale,
+        )  # fmt: skip
+        return self.decode_tiled(z, tile=tile, overlap=min(8, tile // 4), passes=1)
+
+    def _decode(self, z: Tensor) -> Tensor:
         return self.decoder(self.post_quant_conv(z.to(self.dtype))).to(z.dtype)
 
     def encode_tiled(
@@ -243,7 +268,85 @@ class AutoencoderKL(nn.Module):
         """Tiled `decode`; tile and overlap in latent pixels (ComfyUI's node: 512 px / 8 = 64, 64 px / 8 = 8);
         the overlap is capped at tile/4."""
         overlap = min(overlap, tile // 4)
-        return _tiled(self.decode, z, tile, overlap, (self.downscale, 1), self.config.out_channels, passes, progress)
+        active = _tiling()
+        active.add(id(self))  # the tiles go through decode() (so wrappers of it see them) undivided
+        try:
+            return _tiled(
+                self.decode, z, tile, overlap, (self.downscale, 1), self.config.out_channels, passes, progress
+            )
+        finally:
+            active.discard(id(self))
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+DECODE_BYTES_PER_PIXEL = 1100
+"""Working memory of a decode per output pixel, in units of the compute dtype's size: measured
+peak about 900 (float32, CPU, 512 px: 0.91 GiB above the resident size before), plus a margin."""
+MIN_TILE = 16
+"""The smallest automatic tile, in latent pixels (128 px): smaller tiles cost more in overlaps."""
+
+
+_local = threading.local()
+
+
+def _tiling() -> set[int]:
+    """ids of the autoencoders this thread is decoding tile by tile."""
+    active = getattr(_local, "tiling", None)
+    if active is None:
+        active = _local.tiling = set()
+    return active
+
+
+def decode_bytes(height: int, width: int, element_size: int) -> int:
+    """Estimated peak working memory of decoding one (height x width px) image."""
+    return DECODE_BYTES_PER_PIXEL * element_size * height * width
+
+
+def fitting_tile(free: int, downscale: int, element_size: int) -> int:
+    """The largest square tile (latent pixels, a multiple of 8, at least MIN_TILE) whose decode
+    fits in `free` bytes."""
+    side = int((max(free, 1) / (DECODE_BYTES_PER_PIXEL * element_size)) ** 0.5) // downscale
+    return max(MIN_TILE, side // 8 * 8)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that new tensors on `device` can take now: for CUDA the driver's free memory plus
+    what torch's allocator holds unused; for the CPU MemAvailable, bounded by the cgroup's limit
+    where one is set. Unknown (MPS, no /proc): a very large number."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return 1 << 62
+    found = _meminfo_available()
+    limit = _cgroup_room()
+    candidates = [v for v in (found, limit) if v is not None]
+    return min(candidates) if candidates else 1 << 62
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """memory.max - memory.current of this process's cgroup (v2), None when unlimited or absent."""
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            return max(0, int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        return None
 
 
 # -- tiling --------------------------------------------------------------------------------------

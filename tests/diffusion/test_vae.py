@@ -253,3 +253,24 @@ def test_golden_decode_matches_comfyui_png() -> None:
     ref = np.asarray(Image.open(GOLDEN / "txt2img_euler_normal_9_0.png").convert("RGB"))
     diff = np.abs(ours.astype(int) - ref.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_decode_splits_the_batch_then_tiles_when_memory_is_short(monkeypatch) -> None:
+    from diffusion import vae as vae_module
+
+    model, z = _tiny(), _randn(2, 4, 64, 64, seed=3)
+    with torch.no_grad():
+        plain = model.decode(z)
+        one_item = vae_module.decode_bytes(128, 128, 4)
+        calls = []
+        real_tiled = model.decode_tiled
+        monkeypatch.setattr(model, "decode_tiled", lambda *a, **k: calls.append(k) or real_tiled(*a, **k))
+        # Room for one image, not two: the batch is decoded item by item, with the same numbers.
+        monkeypatch.setattr(vae_module, "available_memory", lambda device: one_item + 1)
+        torch.testing.assert_close(model.decode(z), plain)
+        assert calls == []
+        # Room for a quarter of one image: square tiles sized to fit, close to the plain decode.
+        monkeypatch.setattr(vae_module, "available_memory", lambda device: one_item // 4)
+        tiled = model.decode(z)
+    assert len(calls) == 1 and calls[0]["tile"] < 64
+    assert F.cosine_similarity(tiled.flatten(), plain.flatten(), dim=0) > 0.99
