@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -141,6 +142,46 @@ def taesd_previewer(decoder: TAESDDecoder, max_size: int | None = None) -> Previ
     return preview
 
 
+# -- cost budget ----------------------------------------------------------------------------------
+
+PREVIEW_SHARE = 0.04
+"""The most of the sampling time previews may take between forced ones: 4 %, so that with the
+forced preview of the last step a run stays under issue 8's 5 %."""
+
+
+class BudgetedPreviewer:
+    """A previewer that skips previews (returns None) while the time since the last one is short
+    of its own cost / `share`, so previews take at most `share` of the sampling time however slow
+    they are next to a step (TAESD at 512 px on a CPU costs a fifth of an SD1.5 step).
+    `force=True` always previews (the last step's estimate is the image the user gets)."""
+
+    def __init__(
+        self, previewer: Previewer, share: float = PREVIEW_SHARE, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.previewer = previewer
+        self.share = share
+        self.clock = clock
+        self.cost = 0.0
+        self.ended = float("-inf")
+        self.shown = 0
+        self.skipped = 0
+
+    def __call__(self, x0: Tensor, *, force: bool = False) -> Any:
+        started = self.clock()
+        if not force and started - self.ended < self.cost * (1.0 - self.share) / self.share:
+            self.skipped += 1
+            return None
+        image = self.previewer(x0)
+        self.ended = self.clock()
+        self.cost = self.ended - started
+        self.shown += 1
+        return image
+
+
+def budgeted(previewer: Previewer | None, share: float = PREVIEW_SHARE) -> BudgetedPreviewer | None:
+    return None if previewer is None else BudgetedPreviewer(previewer, share)
+
+
 # -- selection ------------------------------------------------------------------------------------
 
 
@@ -197,6 +238,9 @@ def _taesd_for(method: str, latent_format: Any, paths: Any, device: Any, max_siz
 
 __all__ = [
     "METHODS",
+    "PREVIEW_SHARE",
+    "BudgetedPreviewer",
+    "budgeted",
     "Previewer",
     "cached_decoder",
     "clear_decoder_cache",

@@ -90,7 +90,10 @@ def latent_previewer(ctx: NodeRuntime, model: Any) -> Callable[[Any], Any] | Non
 def step_callback(ctx: NodeRuntime, model: Any, x0_output: dict[str, Any] | None = None) -> StepCallback:
     """The sampler callback(step, x0, x, total): progress (+ a throttled preview) for this node.
     With `x0_output`, the latest denoised estimate is kept there (SamplerCustom's second output)."""
-    previewer = latent_previewer(ctx, model)
+    from diffusion.previews import budgeted
+
+    # Budgeted: a preview slower than its share of a step (TAESD on a CPU) is shown less often.
+    previewer = budgeted(latent_previewer(ctx, model))
     last = [float("-inf")]
 
     def callback(step: int, x0: Any, x: Any, total: int) -> None:
@@ -101,7 +104,7 @@ def step_callback(ctx: NodeRuntime, model: Any, x0_output: dict[str, Any] | None
         if previewer is not None and (now - last[0] >= PREVIEW_INTERVAL or step + 1 >= total):
             last[0] = now
             try:
-                preview = previewer(x0)
+                preview = previewer(x0, force=step + 1 >= total)
             except Exception:  # a failed preview must never fail the sampling run
                 log.warning("live preview failed; continuing without it", exc_info=True)
         ctx.progress(step + 1, total, preview)
