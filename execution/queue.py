@@ -310,10 +310,11 @@ class JobStore:
     def _check_number(prompt_id: str, number: Any) -> float:
         try:
             value = float(number)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a float
             value = math.nan
-        if not math.isfinite(value):
-            raise QueueError(f"prompt {prompt_id}: number must be a finite number, got {number!r}")
+        # SQLite stores integers in 64 bits; the front/back numbers ComfyUI clients send are small.
+        if not math.isfinite(value) or abs(value) >= 2**63:
+            raise QueueError(f"prompt {prompt_id}: number must be a finite number below 2**63, got {number!r}")
         # SQLite's NUMERIC column gives integral values back as int; normalise now so the returned
         # item and the stored one agree.
         return int(value) if value.is_integer() else value

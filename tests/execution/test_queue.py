@@ -550,3 +550,10 @@ def test_wait_for_work_times_out_and_close_releases_waiters(tmp_path: Path) -> N
     s.close()
     thread.join(5)
     assert result == [False]
+
+
+@pytest.mark.parametrize("number", [2**80, -(2**70), 10**400, 1e300, float("nan"), "x"])
+def test_numbers_sqlite_cannot_store_are_refused_clearly(store: JobStore, number) -> None:
+    with pytest.raises(QueueError, match="number must be a finite number"):
+        submit(store, "big", number=number)
+    assert store.remaining() == 0
