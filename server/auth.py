@@ -17,6 +17,7 @@ Tokens are compared in constant time and never logged or echoed.
 from __future__ import annotations
 
 import hmac
+import html
 import secrets
 
 from aiohttp import hdrs, web
@@ -55,8 +56,25 @@ def unauthorized(request: web.Request, wrong: bool) -> web.Response:
         "'Authorization: Bearer <token>', or open the page as /?token=<token>. The token is the --auth-token "
         "value, or the one Loom printed at start."
     )
+    if request.method == "GET" and "text/html" in request.headers.get(hdrs.ACCEPT, ""):
+        # A person opening the page in a browser gets a readable page, not a JSON error.
+        return web.Response(
+            text=_PAGE.format(message=html.escape(message)),
+            status=401,
+            content_type="text/html",
+            headers={hdrs.WWW_AUTHENTICATE: REALM, "Cache-Control": "no-store"},
+        )
     body = {"error": {"type": "unauthorized", "message": message, "details": "", "extra_info": {}}}
     return web.json_response(body, status=401, headers={hdrs.WWW_AUTHENTICATE: REALM})
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Loom: access token needed</title>
+<style>body{{font:15px/1.5 system-ui,sans-serif;background:#1b1d22;color:#ddd;max-width:40rem;margin:3rem auto;padding:0 1rem}}
+code{{background:#2a2d34;padding:0 .3rem;border-radius:3px}}</style></head>
+<body><h1>This Loom server needs its access token</h1><p>{message}</p>
+<p>Open this page as <code>/?token=&lt;token&gt;</code>; the browser then keeps it in a cookie.</p></body></html>
+"""
 
 
 def set_cookie(response: web.StreamResponse, token: str, secure: bool) -> None:

@@ -44,6 +44,15 @@ async def test_every_route_needs_the_token(guarded: TestClient) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_browser_without_the_token_gets_a_readable_page(guarded: TestClient) -> None:
+    response = await guarded.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+    text = await response.text()
+    assert response.status == 401 and response.content_type == "text/html"
+    assert "needs its access token" in text and "/?token=" in text and TOKEN not in text
+    assert (await guarded.get("/object_info", headers={"Accept": "text/html"})).status == 401
+
+
+@pytest.mark.asyncio
 async def test_page_token_becomes_a_cookie(guarded: TestClient) -> None:
     response = await guarded.get("/", params={"token": TOKEN, "x": "1"}, allow_redirects=False)
     assert response.status == 303
