@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.errors import ModelError
+from core.sysmem import available_ram_bytes
 from diffusion.attention import attention
 from diffusion.configs import VAEConfig
 from diffusion.ops import PLAIN, Operations
@@ -319,21 +320,10 @@ def available_memory(device: torch.device) -> int:
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     if device.type != "cpu":
         return 1 << 62
-    found = _meminfo_available()
+    found = available_ram_bytes()
     limit = _cgroup_room()
     candidates = [v for v in (found, limit) if v is not None]
     return min(candidates) if candidates else 1 << 62
-
-
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _cgroup_room() -> int | None:

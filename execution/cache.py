@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from core.config import CachePolicy
 from core.graph_builder import is_link
 from core.spec import NodeSpec
+from core.sysmem import available_ram_bytes
 
 log = logging.getLogger(__name__)
 
@@ -349,18 +350,6 @@ class LRUCache(_EntryCache):
             if oldest == key:  # never evict what was just stored (its owner cascade aside)
                 break
             self.discard(oldest)
-
-
-def available_ram_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo, or None where that file does not exist."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def estimate_bytes(value: Any) -> int:

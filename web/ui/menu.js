@@ -8,18 +8,8 @@
 
 import { h } from "./dialog.js";
 
-/** ComfyUI's node colour palette (title colour, body colour). */
-export const NODE_COLORS = /** @type {Record<string, {color: string, bgcolor: string}>} */ ({
-  red: { color: "#322", bgcolor: "#533" },
-  brown: { color: "#332922", bgcolor: "#593930" },
-  green: { color: "#232", bgcolor: "#353" },
-  blue: { color: "#223", bgcolor: "#335" },
-  pale_blue: { color: "#2a363b", bgcolor: "#3f5159" },
-  cyan: { color: "#233", bgcolor: "#355" },
-  purple: { color: "#323", bgcolor: "#535" },
-  yellow: { color: "#432", bgcolor: "#653" },
-  black: { color: "#222", bgcolor: "#000" },
-});
+/** ComfyUI's node colour palette, kept with the canvas theme that draws it. */
+export { NODE_COLORS } from "../canvas/theme.js";
 
 /**
  * @typedef {{label: string, action: string, shortcut?: string, run: () => void} | {separator: true} |
