@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import time
@@ -172,7 +173,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        metavar="N",
+        help="gc.set_threshold(N, 20, 20) first: how much of the growth is the GC",
+    )
     args = parser.parse_args(argv)
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, 20, 20)
     print(
         f"executor overhead, microseconds per node (median of {args.repeat}); target <= {TARGET_US_PER_NODE:.0f} us/node"
     )
