@@ -138,6 +138,16 @@ def device_policy(config: Any = None, *, device: torch.device | str | None = Non
     )
 
 
+def canonical_device(device: torch.device | str) -> torch.device:
+    """`device` with its index: a parameter's device is always "cuda:0", never "cuda", and
+    torch.device("cuda") != torch.device("cuda", 0) -- comparing the two made every sampling step
+    move (a no-op `.to()` over every parameter) and un-patch/re-patch the model."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return device
+
+
 def compiled_forward(module: nn.Module, mode: str, backend: str = "inductor") -> Callable[..., Any]:
     """torch.compile of `module` for fixed shapes. Under CUDA graphs ("reduce-overhead") a replay
     overwrites the previous output, so each call marks a new step and returns a copy."""
@@ -168,8 +178,8 @@ class ManagedModel:
         self.name = name
         self.kind = kind
         self.module = module
-        self.load_device = load_device
-        self.offload_device = offload_device
+        self.load_device = canonical_device(load_device)
+        self.offload_device = canonical_device(offload_device)
         self.size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
         self.last_used = 0
         self.in_use = 0
@@ -190,6 +200,7 @@ class ManagedModel:
         return self.offload_device
 
     def move(self, device: torch.device, channels_last: bool = False) -> None:
+        device = canonical_device(device)
         if self.device != device:
             self.compiled = None  # CUDA graphs hold the old weight addresses
             self.restore()  # patched copies would otherwise pin the originals on the old device

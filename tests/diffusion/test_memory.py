@@ -257,3 +257,15 @@ def test_real_records_report_size_and_device() -> None:
     with manager.use(record) as module:
         assert module is record.module and record.in_use == 1
     assert record.in_use == 0 and record in manager.loaded_models()
+
+
+def test_devices_are_compared_with_their_index() -> None:
+    # A parameter's device is "cuda:0", never "cuda"; an index-less policy device made every
+    # sampling step move the model (a .to() over every parameter) and re-apply its patches.
+    from diffusion.memory import ManagedModel, canonical_device
+
+    assert canonical_device("cuda") == torch.device("cuda", 0)
+    assert canonical_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert canonical_device("cpu") == torch.device("cpu")
+    record = ManagedModel("m", "unet", torch.nn.Linear(2, 2), torch.device("cuda"), torch.device("cpu"))
+    assert record.load_device == torch.device("cuda", 0)
