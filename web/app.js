@@ -11,7 +11,9 @@ import { GraphCanvas } from "./canvas/canvas.js";
 import { copyNodes, loadClip, pasteNodes, storeClip } from "./clipboard.js";
 import { defaultGraph } from "./default_workflow.js";
 import { toApiPrompt } from "./graph/serialize.js";
+import { seedPrimitive, slotType } from "./graph/effective_types.js";
 import { declaredInputs, typesCompatible } from "./graph/types.js";
+import { PRIMITIVE_TYPE, VIRTUAL_INFO, isVirtualType, virtualNodeData } from "./graph/virtual.js";
 import { api as extensionApi } from "./scripts/api.js";
 import { app as extensions } from "./scripts/app.js";
 import { applyControlAfterGenerate } from "./ui/controls.js";
@@ -80,7 +82,8 @@ export class App {
       viewUrl: (name, type, subfolder) => this.api.viewUrl(name, type, subfolder),
       accept: (promptId) => !promptId || !this.promptTabs.has(promptId) || this.promptTabs.get(promptId) === this.tabs.active?.id,
     });
-    this.search = new SearchDialog(document.body, () => this.objectInfo);
+    // The search also offers the frontend-only nodes (Primitive, Reroute, Note).
+    this.search = new SearchDialog(document.body, () => ({ ...VIRTUAL_INFO, ...this.objectInfo }));
     this.menu = new ContextMenu();
     this.queuePanel = new QueuePanel($("queue-panel"), this.api);
     this.gallery = new Gallery($("gallery-panel"), this.api);
@@ -282,7 +285,8 @@ export class App {
   addNode(type, graphPos, connectFrom) {
     this.checkpoint("add node");
     const graph = this.graph;
-    const node = graph.createNode(type, this.objectInfo, { pos: [Math.round(graphPos[0]), Math.round(graphPos[1])] });
+    const pos = [Math.round(graphPos[0]), Math.round(graphPos[1])];
+    const node = isVirtualType(type) && !this.objectInfo[type] ? graph.addNode(virtualNodeData(type, pos)) : graph.createNode(type, this.objectInfo, { pos });
     if (connectFrom && graph.nodes.has(connectFrom.nodeId)) {
       try {
         this.connectNew(node.id, connectFrom);
@@ -304,15 +308,18 @@ export class App {
     const node = graph.node(id);
     const other = graph.node(from.nodeId);
     if (from.direction === "output") {
-      const type = other.outputs[from.slot].type;
-      let slot = node.inputs.findIndex((inp) => typesCompatible(type, inp.type));
+      const type = slotType(graph, other, "output", from.slot);
+      // A Primitive only feeds widgets: it converts one rather than taking a socket.
+      const sockets = other.type === PRIMITIVE_TYPE ? [] : node.inputs;
+      let slot = sockets.findIndex((inp) => typesCompatible(type, inp.type));
       if (slot < 0) {
         const widget = declaredInputs(this.objectInfo[node.type]).find((inp) => inp.isWidget && typesCompatible(type, inp.type));
         if (widget) slot = graph.widgetToInput(id, widget.name, this.objectInfo);
       }
       if (slot >= 0) graph.connect(from.nodeId, from.slot, id, slot);
+      seedPrimitive(graph, from.nodeId, this.objectInfo);
     } else {
-      const type = other.inputs[from.slot].type;
+      const type = slotType(graph, other, "input", from.slot);
       const slot = node.outputs.findIndex((out) => typesCompatible(out.type, type));
       if (slot >= 0) graph.connect(id, slot, from.nodeId, from.slot);
     }

@@ -4,6 +4,7 @@
  * is under a point, and which slot a dragged link may be dropped on. Pure (no DOM).
  */
 
+import { linkRefusal, slotType } from "../graph/effective_types.js";
 import { typesCompatible } from "../graph/types.js";
 import { textWidth } from "./layout.js";
 import { GROUP_TITLE_H, SLOT_H, WIDGET_H } from "./theme.js";
@@ -105,20 +106,28 @@ function hitSlot(layout, lx, ly, tol) {
 }
 
 /**
- * Can a link dragged from `from` end on this slot of `node`?
+ * Can a link dragged from `from` end on this slot of `node`? With the graph, reroutes count with
+ * the type flowing through them and a PrimitiveNode only feeds widget inputs.
  * @param {LinkEnd} from
  * @param {Node} node
  * @param {"input"|"output"} direction
  * @param {number} slot
+ * @param {import("../graph/model.js").Graph} [graph]
  */
-export function canLink(from, node, direction, slot) {
+export function canLink(from, node, direction, slot, graph) {
   if (node.id === from.nodeId || direction === from.direction) return false;
+  const other = graph && graph.nodes.get(from.nodeId);
   if (direction === "input") {
     const inp = node.inputs[slot];
-    return Boolean(inp) && typesCompatible(from.type, inp.type);
+    if (!inp) return false;
+    if (other && linkRefusal(other, inp)) return false;
+    return typesCompatible(from.type, graph ? slotType(graph, node, "input", slot) : inp.type);
   }
   const out = node.outputs[slot];
-  return Boolean(out) && typesCompatible(out.type, from.type);
+  if (!out) return false;
+  const inp = other && other.inputs[from.slot];
+  if (inp && linkRefusal(node, inp)) return false;
+  return typesCompatible(graph ? slotType(graph, node, "output", slot) : out.type, from.type);
 }
 
 /**
@@ -138,11 +147,11 @@ export function findDropTarget(scene, from, x, y, objectInfo) {
   const node = scene.graph.nodes.get(hit.nodeId);
   if (!node || node.id === from.nodeId) return null;
   if (hit.kind === "slot") {
-    return canLink(from, node, hit.direction, hit.slot) ? { nodeId: node.id, direction: hit.direction, slot: hit.slot } : null;
+    return canLink(from, node, hit.direction, hit.slot, scene.graph) ? { nodeId: node.id, direction: hit.direction, slot: hit.slot } : null;
   }
   if (hit.kind === "widget" && from.direction === "output" && hit.row.slotKind === "value" && hit.row.decl && !hit.row.direct) {
     if (hit.row.inputSlot >= 0) {
-      return canLink(from, node, "input", hit.row.inputSlot) ? { nodeId: node.id, direction: "input", slot: hit.row.inputSlot } : null;
+      return canLink(from, node, "input", hit.row.inputSlot, scene.graph) ? { nodeId: node.id, direction: "input", slot: hit.row.inputSlot } : null;
     }
     if (objectInfo[node.type] && typesCompatible(from.type, hit.row.decl.type)) {
       return { nodeId: node.id, direction: "input", slot: -1, widget: hit.row.name };
@@ -151,8 +160,8 @@ export function findDropTarget(scene, from, x, y, objectInfo) {
   }
   const want = from.direction === "output" ? "input" : "output";
   const slots = want === "input" ? node.inputs : node.outputs;
-  const free = slots.findIndex((s, slot) => canLink(from, node, want, slot) && (want === "output" || /** @type {any} */ (s).link === null));
-  const any = free >= 0 ? free : slots.findIndex((_, slot) => canLink(from, node, want, slot));
+  const free = slots.findIndex((s, slot) => canLink(from, node, want, slot, scene.graph) && (want === "output" || /** @type {any} */ (s).link === null));
+  const any = free >= 0 ? free : slots.findIndex((_, slot) => canLink(from, node, want, slot, scene.graph));
   return any >= 0 ? { nodeId: node.id, direction: want, slot: any } : null;
 }
 

@@ -9,13 +9,12 @@
  * (trackpad pinch) zooms, a trackpad's two-finger scroll pans.
  */
 
-import { PRIMITIVE_TYPE } from "../graph/subgraphs.js";
-import { declaredInputs } from "../graph/types.js";
-import { hasControl } from "../graph/widgets_values.js";
+import { seedPrimitive, slotType } from "../graph/effective_types.js";
 import { closeChoiceList } from "../widgets/combo.js";
 import { promptInput } from "../widgets/common.js";
 import { widgetModule } from "../widgets/index.js";
 import { findDropTarget, hitTest, nodesInBox, nodesInGroup } from "./hit.js";
+import { GROUP_TITLE_H } from "./theme.js";
 import { widgetContext } from "./widget_bridge.js";
 
 /** Screen px a press may move and still count as a click. */
@@ -181,18 +180,18 @@ export class Interaction {
     const c = this.canvas;
     const node = c.graph.node(nodeId);
     if (direction === "output") {
-      return { kind: "dragLink", from: { nodeId, slot, direction, type: node.outputs[slot].type }, detach: null };
+      return { kind: "dragLink", from: { nodeId, slot, direction, type: slotType(c.graph, node, "output", slot) }, detach: null };
     }
     const inp = node.inputs[slot];
     const link = inp.link !== null ? c.graph.links.get(inp.link) : undefined;
     if (link && c.graph.nodes.has(link.origin_id)) {
       // Dragging a connected input picks its link up from the input end.
       const origin = c.graph.node(link.origin_id);
-      const type = origin.outputs[link.origin_slot] ? origin.outputs[link.origin_slot].type : link.type;
+      const type = origin.outputs[link.origin_slot] ? slotType(c.graph, origin, "output", link.origin_slot) : link.type;
       c.hiddenLink = link.id;
       return { kind: "dragLink", from: { nodeId: link.origin_id, slot: link.origin_slot, direction: "output", type }, detach: { nodeId, slot, linkId: link.id } };
     }
-    return { kind: "dragLink", from: { nodeId, slot, direction, type: inp.type }, detach: null };
+    return { kind: "dragLink", from: { nodeId, slot, direction, type: slotType(c.graph, node, "input", slot) }, detach: null };
   }
 
   /** @param {PointerEvent} e */
@@ -352,13 +351,13 @@ export class Interaction {
     if (target) {
       if (s.detach && target.nodeId === s.detach.nodeId && target.slot === s.detach.slot) return;
       c.env.checkpoint("Connect");
-      if (s.detach) c.graph.disconnect(s.detach.nodeId, s.detach.slot);
       let slot = target.slot;
       if (target.widget) slot = c.graph.widgetToInput(target.nodeId, target.widget, c.env.objectInfo());
       if (s.from.direction === "output") c.graph.connect(s.from.nodeId, s.from.slot, target.nodeId, slot);
       else c.graph.connect(target.nodeId, slot, s.from.nodeId, s.from.slot);
-      if (s.from.direction === "output") seedPrimitive(c, s.from.nodeId, target.nodeId, slot);
-      else seedPrimitive(c, target.nodeId, s.from.nodeId, s.from.slot);
+      // Detached after the new link exists, so a Primitive moved to another widget keeps its value.
+      if (s.detach) c.graph.disconnect(s.detach.nodeId, s.detach.slot);
+      seedPrimitive(c.graph, s.from.direction === "output" ? s.from.nodeId : target.nodeId, c.env.objectInfo());
       return;
     }
     if (s.detach) {
@@ -423,6 +422,7 @@ export class Interaction {
       return;
     }
     if (hit.kind === "title") this.renameNode(hit.nodeId);
+    else if (hit.kind === "group-title") this.renameGroup(hit.group.id);
     else if (hit.kind === "node" && c.env.openImageEditor && this.onUploadedImage(hit.nodeId, graphPos)) c.env.openImageEditor(hit.nodeId);
   }
 
@@ -458,6 +458,24 @@ export class Interaction {
     });
   }
 
+  /** Type a group's new title over its title bar. @param {number} groupId */
+  renameGroup(groupId) {
+    const c = this.canvas;
+    const group = c.graph.groups.find((candidate) => candidate.id === groupId);
+    if (!group) return;
+    const [gx, gy, gw] = group.bounding;
+    const [x, y] = c.toScreen([gx + 4, gy + 4]);
+    const s = c.viewport.scale;
+    const rect = { x, y, w: Math.max(120, gw - 8) * s, h: (GROUP_TITLE_H - 8) * s };
+    const old = group.title || "Group";
+    promptInput(c.env.overlay, rect, old, (text) => {
+      const title = text.trim();
+      if (!title || title === old || !c.graph.groups.some((candidate) => candidate.id === groupId)) return;
+      c.env.checkpoint("Rename group");
+      c.graph.setGroupTitle(groupId, title);
+    });
+  }
+
   /** @param {MouseEvent} e */
   contextmenu(e) {
     const c = this.canvas;
@@ -488,26 +506,4 @@ export class Interaction {
       this.cancel();
     }
   }
-}
-
-/**
- * A PrimitiveNode that has no value yet takes the value (and seed control) of the widget it was
- * just linked to, as in ComfyUI, so the prompt it feeds stays the same.
- * @param {import("./canvas.js").GraphCanvas} c
- * @param {number} originId
- * @param {number} targetId
- * @param {number} slot
- */
-function seedPrimitive(c, originId, targetId, slot) {
-  const origin = c.graph.node(originId);
-  if (origin.type !== PRIMITIVE_TYPE || !Array.isArray(origin.widgets_values) || origin.widgets_values.length) return;
-  const target = c.graph.node(targetId);
-  const inp = target.inputs[slot];
-  const objectInfo = c.env.objectInfo();
-  if (!inp || !objectInfo[target.type]) return;
-  const name = inp.widget ? inp.widget.name : inp.name;
-  const decl = declaredInputs(objectInfo[target.type]).find((candidate) => candidate.name === name && candidate.isWidget);
-  if (!decl) return;
-  c.graph.setWidgetValue(originId, 0, c.graph.getWidget(targetId, name, objectInfo));
-  if (hasControl(decl)) c.graph.setWidgetValue(originId, 1, c.graph.getWidget(targetId, name, objectInfo, "control") ?? "fixed");
 }

@@ -6,9 +6,9 @@
  * an estimate otherwise), so it is unit-tested under node.
  */
 
-import { NOTE_TYPES, PRIMITIVE_TYPE, REROUTE_TYPES } from "../graph/subgraphs.js";
-import { declaredInputs } from "../graph/types.js";
-import { hasControl, normalizeWidgetValues, widgetLayout } from "../graph/widgets_values.js";
+import { primitiveHasControl, primitiveTarget } from "../graph/effective_types.js";
+import { NOTE_TYPES, PRIMITIVE_TYPE, REROUTE_TYPES, VIRTUAL_INFO } from "../graph/virtual.js";
+import { normalizeWidgetValues, widgetLayout } from "../graph/widgets_values.js";
 import { COLLAPSED_W, FONT, FONT_SMALL, IMAGE_MIN_H, MULTILINE_MIN_H, SLOT_H, TITLE_H, WIDGET_GAP, WIDGET_H } from "./theme.js";
 
 /**
@@ -99,10 +99,11 @@ export function widgetRows(node, entry, graph, objectInfo) {
     return { rows, values: raw.length ? raw : [""] };
   }
   if (node.type === PRIMITIVE_TYPE) {
-    const decl = primitiveTarget(node, graph, objectInfo);
-    if (!decl) return { rows, values: raw };
+    const found = graph ? primitiveTarget(graph, node, objectInfo) : null;
+    if (!found) return { rows, values: raw };
+    const decl = found.decl;
     push({ name: decl.name, kind: valueKind(decl), index: 0, decl, direct: true });
-    if (hasControl(decl)) push({ name: "control_after_generate", kind: "seed_control", slotKind: "control", index: 1, decl, direct: true });
+    if (primitiveHasControl(decl)) push({ name: "control_after_generate", kind: "seed_control", slotKind: "control", index: 1, decl, direct: true });
     return { rows, values: raw };
   }
   if (!entry) return { rows, values: raw };
@@ -120,27 +121,6 @@ export function widgetRows(node, entry, graph, objectInfo) {
 }
 
 /**
- * The widget declaration a PrimitiveNode stands for: the first widget input its output feeds.
- * @param {import("../graph/model.js").Node} node
- * @param {import("../graph/model.js").Graph | null} graph
- * @param {Record<string, any>} objectInfo
- */
-function primitiveTarget(node, graph, objectInfo) {
-  const out = node.outputs[0];
-  if (!graph || !out) return null;
-  for (const linkId of out.links) {
-    const link = graph.links.get(linkId);
-    const target = link && graph.nodes.get(link.target_id);
-    const inp = target && target.inputs[link.target_slot];
-    if (!target || !inp) continue;
-    const name = inp.widget ? inp.widget.name : inp.name;
-    const decl = declaredInputs(objectInfo[target.type]).find((candidate) => candidate.name === name);
-    if (decl) return decl;
-  }
-  return null;
-}
-
-/**
  * Compute a node's layout. `size` in the node is a wish: the layout is never smaller than the
  * content needs (ComfyUI grows nodes the same way), and spare height goes to text areas or images.
  * @param {import("../graph/model.js").Node} node
@@ -152,7 +132,7 @@ function primitiveTarget(node, graph, objectInfo) {
 export function computeLayout(node, objectInfo, graph = null, hasImage = false) {
   const entry = objectInfo[node.type];
   const known = Boolean(entry) || NOTE_TYPES.has(node.type) || REROUTE_TYPES.has(node.type) || node.type === PRIMITIVE_TYPE;
-  const title = node.title ?? (entry && entry.display_name) ?? node.type;
+  const title = node.title ?? (entry && entry.display_name) ?? (Object.hasOwn(VIRTUAL_INFO, node.type) ? VIRTUAL_INFO[node.type].display_name : undefined) ?? node.type;
   const key = layoutKey(node, hasImage);
   if (REROUTE_TYPES.has(node.type)) return rerouteLayout(node, title, key);
   const { rows, values } = widgetRows(node, entry, graph, objectInfo);

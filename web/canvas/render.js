@@ -5,6 +5,8 @@
  * Offscreen nodes and links are culled; zoomed out, text and then detail are dropped.
  */
 
+import { linkType, rerouteType } from "../graph/effective_types.js";
+import { REROUTE_TYPES } from "../graph/virtual.js";
 import { nodeBounds } from "./layout.js";
 import { drawNode } from "./render_node.js";
 import { FONT_GROUP, GROUP_TITLE_H, LOD_BOXES, SLOT_R, theme, typeColor } from "./theme.js";
@@ -195,7 +197,7 @@ function drawLinks(f) {
     bounds[2] = Math.max(x1 + d, x2) - minX;
     bounds[3] = Math.max(y1, y2) - minY + 1;
     if (!overlaps(bounds, visible)) continue;
-    const color = typeColor(link.type ?? out.type);
+    const color = typeColor(REROUTE_TYPES.has(origin.type) ? rerouteType(graph, origin.id) : (link.type ?? out.type));
     let path = paths.get(color);
     if (!path) paths.set(color, (path = new Path2D()));
     path.moveTo(x1, y1);
@@ -219,7 +221,7 @@ function drawLinks(f) {
   if (!showCenters) return;
   for (const [linkId, center] of centers) {
     const link = graph.links.get(linkId);
-    ctx.fillStyle = typeColor(link ? link.type : null);
+    ctx.fillStyle = typeColor(link ? linkType(graph, link) : null);
     ctx.beginPath();
     ctx.arc(center[0], center[1], 4.5, 0, Math.PI * 2);
     ctx.fill();

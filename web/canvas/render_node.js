@@ -5,6 +5,7 @@
  * mode tints and the selection / running / error outlines.
  */
 
+import { rerouteType } from "../graph/effective_types.js";
 import { MODE_BYPASS, MODE_NEVER } from "../graph/model.js";
 import { widgetModule } from "../widgets/index.js";
 import { TEXTAREA_MIN_SCALE } from "../widgets/multiline.js";
@@ -193,12 +194,14 @@ function drawSlots(f, node, layout, text) {
   const y = node.pos[1];
   ctx.font = FONT;
   ctx.textBaseline = "middle";
+  // A reroute's sockets show the type flowing through it.
+  const through = layout.reroute ? rerouteType(f.graph, node.id) : null;
   for (let slot = 0; slot < layout.inputs.length; slot++) {
     const place = layout.inputs[slot];
     const linked = node.inputs[slot].link !== null;
     if (layout.collapsed && !linked) continue;
-    ctx.globalAlpha = dimmed(drag, node, "input", slot) ? 0.2 : node.mode === MODE_NEVER ? 0.4 : 1;
-    drawSlot(ctx, x + place.x, y + place.y, typeColor(place.type), linked);
+    ctx.globalAlpha = dimmed(drag, node, "input", slot, f.graph) ? 0.2 : node.mode === MODE_NEVER ? 0.4 : 1;
+    drawSlot(ctx, x + place.x, y + place.y, typeColor(through ?? place.type), linked);
     if (text && !place.onWidget) {
       ctx.fillStyle = theme.slotText;
       ctx.textAlign = "left";
@@ -209,8 +212,8 @@ function drawSlots(f, node, layout, text) {
     const place = layout.outputs[slot];
     const linked = node.outputs[slot].links.length > 0;
     if (layout.collapsed && !linked) continue;
-    ctx.globalAlpha = dimmed(drag, node, "output", slot) ? 0.2 : node.mode === MODE_NEVER ? 0.4 : 1;
-    drawSlot(ctx, x + place.x, y + place.y, typeColor(place.type), linked);
+    ctx.globalAlpha = dimmed(drag, node, "output", slot, f.graph) ? 0.2 : node.mode === MODE_NEVER ? 0.4 : 1;
+    drawSlot(ctx, x + place.x, y + place.y, typeColor(through ?? place.type), linked);
     if (text) {
       ctx.fillStyle = theme.slotText;
       ctx.textAlign = "right";
@@ -228,11 +231,12 @@ function drawSlots(f, node, layout, text) {
  * @param {Node} node
  * @param {"input"|"output"} direction
  * @param {number} slot
+ * @param {import("../graph/model.js").Graph} graph
  */
-function dimmed(drag, node, direction, slot) {
+function dimmed(drag, node, direction, slot, graph) {
   if (!drag) return false;
   if (drag.nodeId === node.id && drag.direction === direction && drag.slot === slot) return false;
-  return !canLink(drag, node, direction, slot);
+  return !canLink(drag, node, direction, slot, graph);
 }
 
 /**

@@ -5,6 +5,7 @@
  * Every change bumps `version` and notifies listeners, which is what undo and redraw hook into.
  */
 
+import { adoptPrimitiveType, linkRefusal, releasePrimitive, slotType } from "./effective_types.js";
 import { declaredInputs, declaredOutputs, typesCompatible } from "./types.js";
 import { defaultWidgetValues, normalizeWidgetValues, widgetIndex } from "./widgets_values.js";
 
@@ -148,7 +149,9 @@ export class Graph {
 
   /**
    * Link output `originSlot` of one node to input `targetSlot` of another, replacing whatever
-   * fed that input. Refuses links whose types are incompatible.
+   * fed that input. Refuses links whose types are incompatible (a Reroute's types are those
+   * flowing through it) and a PrimitiveNode feeding a socket that is no widget; a PrimitiveNode
+   * takes the type of the first widget it feeds.
    * @returns {Link}
    */
   connect(/** @type {number} */ originId, /** @type {number} */ originSlot, /** @type {number} */ targetId, /** @type {number} */ targetSlot) {
@@ -158,13 +161,19 @@ export class Graph {
     const inp = target.inputs[targetSlot];
     if (!out) throw new GraphError(`node ${originId} (${origin.type}) has no output ${originSlot}`);
     if (!inp) throw new GraphError(`node ${targetId} (${target.type}) has no input ${targetSlot}`);
-    if (!typesCompatible(out.type, inp.type)) {
+    const outType = slotType(this, origin, "output", originSlot);
+    const inType = slotType(this, target, "input", targetSlot);
+    if (!typesCompatible(outType, inType)) {
       throw new GraphError(
-        `cannot link node ${originId} output '${out.name}' (${out.type}) to node ${targetId} input '${inp.name}' (${inp.type})`,
+        `cannot link node ${originId} output '${out.name}' (${outType}) to node ${targetId} input '${inp.name}' (${inType})`,
       );
     }
+    const refusal = linkRefusal(origin, inp);
+    if (refusal) throw new GraphError(`cannot link node ${originId} to node ${targetId} input '${inp.name}': ${refusal}`);
     if (inp.link !== null) this.disconnect(targetId, targetSlot);
-    const link = { id: ++this.last_link_id, origin_id: originId, origin_slot: originSlot, target_id: targetId, target_slot: targetSlot, type: out.type };
+    adoptPrimitiveType(origin, inp);
+    const type = slotType(this, origin, "output", originSlot);
+    const link = { id: ++this.last_link_id, origin_id: originId, origin_slot: originSlot, target_id: targetId, target_slot: targetSlot, type };
     this.links.set(link.id, link);
     inp.link = link.id;
     out.links.push(link.id);
@@ -187,6 +196,7 @@ export class Graph {
       const origin = this.nodes.get(link.origin_id);
       const out = origin && origin.outputs[link.origin_slot];
       if (out) out.links = out.links.filter((linkId) => linkId !== link.id);
+      releasePrimitive(origin);
     }
     this.changed("link-removed");
     return true;
@@ -320,6 +330,17 @@ export class Graph {
     if (!group) throw new GraphError(`group ${id} does not exist`);
     group.bounding = [...bounding];
     this.changed("group-moved");
+  }
+
+  /**
+   * @param {number} id
+   * @param {string} title
+   */
+  setGroupTitle(id, title) {
+    const group = this.groups.find((candidate) => candidate.id === id);
+    if (!group) throw new GraphError(`group ${id} does not exist`);
+    group.title = title;
+    this.changed("group-changed");
   }
 
   /** @param {number} id */

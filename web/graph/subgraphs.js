@@ -9,10 +9,9 @@
 
 import { GraphError, MODE_BYPASS, MODE_NEVER } from "./model.js";
 import { ANY_TYPE, looseCompatible } from "./types.js";
+import { NOTE_TYPES, PRIMITIVE_TYPE, REROUTE_TYPES } from "./virtual.js";
 
-export const PRIMITIVE_TYPE = "PrimitiveNode";
-export const REROUTE_TYPES = new Set(["Reroute"]);
-export const NOTE_TYPES = new Set(["Note", "MarkdownNote"]);
+export { NOTE_TYPES, PRIMITIVE_TYPE, REROUTE_TYPES };
 export const SUBGRAPH_INPUT_ID = "-10";
 export const SUBGRAPH_OUTPUT_ID = "-20";
 export const REMOVED = Symbol("removed");

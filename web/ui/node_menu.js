@@ -249,8 +249,7 @@ export function groupMenu(app, groupId) {
       const title = await askText("Group title", group.title, "Rename");
       if (title === null) return;
       app.checkpoint("group title");
-      group.title = title;
-      graph.changed("group-changed");
+      graph.setGroupTitle(group.id, title);
     } },
     { swatches: Object.entries(NODE_COLORS).map(([name, c]) => ({ name, color: c.bgcolor, run: () => {
       app.checkpoint("group colour");

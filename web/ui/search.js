@@ -92,7 +92,8 @@ export function searchNodes(objectInfo, query, options = {}) {
   const results = [];
   for (const [type, entry] of Object.entries(objectInfo)) {
     if (entry.deprecated && !words.length) continue;
-    if (options.filter && !acceptsFilter(entry, options.filter)) continue;
+    // Frontend-only nodes (entry.virtual) are offered to a plain search, not for a dragged link.
+    if (options.filter && (entry.virtual || !acceptsFilter(entry, options.filter))) continue;
     const display = String(entry.display_name || type);
     const category = String(entry.category || "");
     const fields = /** @type {[string, number][]} */ ([

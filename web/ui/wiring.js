@@ -1,13 +1,15 @@
 // @ts-check
 /**
  * The app's event wiring, kept out of app.js: keyboard shortcuts, the top bar buttons and panel
- * toggles, drops on the canvas (library items, workflow files), the connection badge, and
- * websocket events -> node states, error panel, queue badge, gallery and per-tab outputs.
+ * toggles, drops on the canvas (library items, workflow files, pictures), pasted pictures, the
+ * connection badge, and websocket events -> node states, error panel, queue badge, gallery and
+ * per-tab outputs.
  */
 
 import { closeTopModal, toast } from "./dialog.js";
+import { dropFile, imageFromTransfer, placeImage } from "./image_drop.js";
 import { DRAG_TYPE } from "./library.js";
-import { installShortcuts } from "./shortcuts.js";
+import { installShortcuts, isTyping } from "./shortcuts.js";
 
 /** @typedef {import("../app.js").App} App */
 
@@ -30,8 +32,6 @@ export function runShortcut(app, action) {
     undo: () => app.history.undo(),
     redo: () => app.history.redo(),
     copy: () => app.copy(),
-    paste: () => app.paste(false),
-    "paste-with-links": () => app.paste(true),
     bypass: () => c.setModeOfSelection(4),
     mute: () => c.setModeOfSelection(2),
     group: () => c.groupSelection(),
@@ -39,12 +39,59 @@ export function runShortcut(app, action) {
     delete: () => c.deleteSelection(),
     fit: () => c.fitView(),
   };
+  if (action === "paste" || action === "paste-with-links") {
+    // Decided in the paste event that follows (a picture on the clipboard wins), so the key's
+    // default action must go on: false.
+    schedulePaste(app, action === "paste-with-links");
+    return false;
+  }
   const run = actions[action];
   if (!run) return false;
   // Copy with nothing selected keeps the browser's own copy (of page text).
   if (action === "copy" && !c.selection.size) return false;
   run();
   return true;
+}
+
+/** @type {{keepExternal: boolean, timer: number} | null} a Ctrl+V waiting for its paste event */
+let pendingPaste = null;
+
+/**
+ * Paste the copied nodes unless the paste event that follows Ctrl+V brings a picture; a timer
+ * pastes the nodes when a browser sends no paste event.
+ * @param {App} app
+ * @param {boolean} keepExternal
+ */
+function schedulePaste(app, keepExternal) {
+  if (pendingPaste) clearTimeout(pendingPaste.timer);
+  pendingPaste = { keepExternal, timer: window.setTimeout(() => flushPaste(app), 0) };
+}
+
+/** @param {App} app */
+function flushPaste(app) {
+  if (!pendingPaste) return false;
+  clearTimeout(pendingPaste.timer);
+  const { keepExternal } = pendingPaste;
+  pendingPaste = null;
+  return app.paste(keepExternal);
+}
+
+/** Ctrl+V with a picture on the clipboard: like dropping it at the mouse. @param {App} app */
+function wirePaste(app) {
+  document.addEventListener("paste", (event) => {
+    if (isTyping(event.target)) return; // a text field pastes text
+    if (app.search.isOpen || app.menu.isOpen || document.querySelector(".modal-backdrop")) return;
+    const file = imageFromTransfer(event.clipboardData);
+    if (!file) {
+      if (flushPaste(app)) event.preventDefault();
+      return;
+    }
+    if (pendingPaste) clearTimeout(pendingPaste.timer);
+    pendingPaste = null;
+    event.preventDefault();
+    const rect = app.canvas.el.getBoundingClientRect();
+    void placeImage(app, file, app.mouse || [rect.width / 2, rect.height / 2]);
+  });
 }
 
 /** Escape closes the topmost thing that is open. @param {App} app */
@@ -72,6 +119,7 @@ export function wireUi(app) {
     app.mouse = [event.clientX - rect.left, event.clientY - rect.top];
   });
   wireDrop(app);
+  wirePaste(app);
   wireEvents(app);
   window.addEventListener("beforeunload", () => {
     if (app.tabs.active) app.tabs.active.viewport = app.canvas.getViewport();
@@ -121,7 +169,7 @@ function wireDrop(app) {
     const type = event.dataTransfer.getData(DRAG_TYPE);
     if (type) app.addNode(type, pos);
     const file = event.dataTransfer.files[0];
-    if (!type && file) app.files.openFile(file, { newTab: false });
+    if (!type && file) void dropFile(app, file, [event.clientX - rect.left, event.clientY - rect.top]);
   });
 }
 
