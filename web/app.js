@@ -82,12 +82,13 @@ export class App {
       viewUrl: (name, type, subfolder) => this.api.viewUrl(name, type, subfolder),
       accept: (promptId) => !promptId || !this.promptTabs.has(promptId) || this.promptTabs.get(promptId) === this.tabs.active?.id,
     });
-    // The search also offers the frontend-only nodes (Primitive, Reroute, Note).
-    this.search = new SearchDialog(document.body, () => ({ ...VIRTUAL_INFO, ...this.objectInfo }));
+    // The search and the library also offer the frontend-only nodes (Primitive, Reroute, Note).
+    const withVirtual = () => ({ ...VIRTUAL_INFO, ...this.objectInfo });
+    this.search = new SearchDialog(document.body, withVirtual);
     this.menu = new ContextMenu();
     this.queuePanel = new QueuePanel($("queue-panel"), this.api);
     this.gallery = new Gallery($("gallery-panel"), this.api);
-    this.library = new Library($("library-panel"), () => this.objectInfo, (type) => this.addNodeAtCenter(type));
+    this.library = new Library($("library-panel"), withVirtual, (type) => this.addNodeAtCenter(type));
     this.files = new FileActions(this);
   }
 

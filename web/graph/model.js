@@ -16,7 +16,8 @@ const MODES = new Set([MODE_ALWAYS, 1, MODE_NEVER, 3, MODE_BYPASS]);
 
 /**
  * @typedef {{name: string, type: string, link: number | null, widget?: {name: string}, label?: string}} NodeInput
- * @typedef {{name: string, type: string, links: number[], slot_index?: number, is_list?: boolean, label?: string}} NodeOutput
+ * @typedef {{name: string, type: string, links: number[], slot_index?: number, is_list?: boolean, label?: string,
+ *   widget?: {name: string}}} NodeOutput widget: the widget a PrimitiveNode feeds
  * @typedef {object} Node
  * @property {number} id
  * @property {string} type

@@ -5,6 +5,7 @@
  * decrement or randomize (fixed stays) -- so the next queue uses the new value.
  */
 
+import { primitiveTarget } from "../graph/effective_types.js";
 import { widgetLayout } from "../graph/widgets_values.js";
 
 /** ComfyUI keeps random seeds below 2^50 so they stay exact in JS numbers and in JSON. */
@@ -68,24 +69,31 @@ export function applyControlAfterGenerate(graph, objectInfo, random = Math.rando
     }
     if (touched) changed.push(node.id);
   }
-  changed.push(...applyToPrimitives(graph, random));
+  changed.push(...applyToPrimitives(graph, objectInfo, random));
   return changed;
 }
 
+/** What an unlinked primitive's number is driven as. @type {import("../graph/types.js").InputDecl} */
+const PRIMITIVE_INT = { name: "value", section: "required", type: "INT", choices: null, options: { min: 0 }, isWidget: true };
+
 /**
- * PrimitiveNode keeps [value, control] in widgets_values with no object_info declaration of its
- * own; its number is driven like an INT seed.
+ * PrimitiveNode keeps [value, control(, filter)] in widgets_values with no object_info declaration
+ * of its own: it moves on like the widget it feeds (a combo cycles its choices, a FLOAT steps by
+ * its step), an unlinked number like an INT seed.
  * @param {import("../graph/model.js").Graph} graph
+ * @param {Record<string, any>} objectInfo
  * @param {() => number} random
  */
-function applyToPrimitives(graph, random) {
+function applyToPrimitives(graph, objectInfo, random) {
   /** @type {number[]} */
   const changed = [];
   for (const node of graph.nodes.values()) {
     if (node.type !== "PrimitiveNode" || !Array.isArray(node.widgets_values)) continue;
     const [value, mode] = node.widgets_values;
-    if (typeof value !== "number" || typeof mode !== "string") continue;
-    const decl = { name: "value", section: "required", type: "INT", choices: null, options: { min: 0 }, isWidget: true };
+    if (typeof mode !== "string") continue;
+    const target = primitiveTarget(graph, node, objectInfo);
+    const decl = target ? target.decl : PRIMITIVE_INT;
+    if (typeof value !== "number" && decl.choices === null) continue;
     const next = nextValue(value, mode, decl, random);
     if (next !== value) {
       node.widgets_values[0] = next;
