@@ -29,6 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import median, repeat, row, step_times, sync
+
 PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
 
@@ -51,19 +53,11 @@ class Report:
 
     def add(self, figure: str, value: float, unit: str, target: str | None = None, met: bool | None = None,
             note: str = "") -> None:  # fmt: skip
-        row = {"figure": figure, "target": target, "value": round(value, 4), "unit": unit, "met": met, "note": note}
-        self.rows.append(row)
+        self.rows.append({**row(figure, round(value, 4), unit, target=target, note=note), "met": met})
         mark = "" if met is None else ("  met" if met else "  MISSED")
         print(f"{figure:<44}{value:>12.3f} {unit:<6} target {target or '-':<10}{mark}  {note}", flush=True)
         if self.out is not None:
             self.out.write_text(json.dumps(self.rows, indent=1))
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _policy(device: str, **changes: Any) -> Any:
@@ -79,24 +73,8 @@ def _load(path: Path, policy: Any, device: str) -> tuple[Any, Any, Any, float]:
     started = time.perf_counter()
     model, clip, vae = ModelManager(policy).load_checkpoint(path)
     with model.loaded():
-        _sync(device)
+        sync(device)
     return model, clip, vae, time.perf_counter() - started
-
-
-def _steps(model: Any, positive: Any, negative: Any, size: int, steps: int, device: str) -> list[float]:
-    import torch
-
-    from diffusion.sampling.ksampler import common_ksampler
-
-    marks = [time.perf_counter()]
-
-    def tick(*_: Any) -> None:
-        _sync(device)
-        marks.append(time.perf_counter())
-
-    latent = {"samples": torch.zeros(1, 4, size // 8, size // 8)}
-    common_ksampler(model, 42, steps, 7.0, "euler", "normal", positive, negative, latent, callback=tick)
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
 def _its(step_seconds: list[float]) -> float:
@@ -104,16 +82,10 @@ def _its(step_seconds: list[float]) -> float:
     return 1.0 / statistics.median(step_seconds[1:] or step_seconds)
 
 
-def _median_ms(fn: Callable[[], Any], device: str, repeat: int = 5) -> float:
+def _median_ms(fn: Callable[[], Any], device: str, times: int = 5) -> float:
+    """Median milliseconds of `fn` (synced), after one warm-up call."""
     fn()
-    _sync(device)
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    return median(repeat(lambda: (fn(), sync(device)), times)) * 1000
 
 
 def bench_family(family: str, path: Path, report: Report, args: argparse.Namespace, deadline: float) -> None:
@@ -130,8 +102,8 @@ def bench_family(family: str, path: Path, report: Report, args: argparse.Namespa
         )
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(NEGATIVE))
-        _steps(model, positive, negative, size, 3, device)  # warm-up: kernels and cuDNN plans
-        its = _its(_steps(model, positive, negative, size, steps, device))
+        step_times(model, positive, negative, size, 3, device)  # warm-up: kernels and cuDNN plans
+        its = _its(step_times(model, positive, negative, size, steps, device))
         target = TARGETS.get((family, "eager"))
         report.add(
             f"{family} {size}px {steps} steps eager {unet_dtype(model)}"
@@ -184,10 +156,10 @@ def run_variant(family: str, name: str, path: Path, report: Report, args: argpar
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(NEGATIVE))
         started = time.perf_counter()
-        _steps(model, positive, negative, size, 3, device)
+        step_times(model, positive, negative, size, 3, device)
         if compiled:
             report.add(f"{family} {name}: compile, first run", time.perf_counter() - started, "s", note="3 steps")
-        its = _its(_steps(model, positive, negative, size, steps, device))
+        its = _its(step_times(model, positive, negative, size, steps, device))
         target = TARGETS.get((family, "compiled" if compiled else "eager"))
         met = its >= target if target else None
         label = f"{family} {size}px {steps} steps {name} {unet_dtype(model)}"

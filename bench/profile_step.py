@@ -21,12 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from bench._common import step_times, sync
 
 
 def unet_times(model: Any, x: Any, t: Any, context: Any, device: str, repeat: int = 10) -> dict[str, float]:
@@ -34,7 +29,7 @@ def unet_times(model: Any, x: Any, t: Any, context: Any, device: str, repeat: in
 
     issue, total, gpu = [], [], []
     for _ in range(repeat):
-        _sync(device)
+        sync(device)
         events = None
         if device.startswith("cuda"):
             events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -44,7 +39,7 @@ def unet_times(model: Any, x: Any, t: Any, context: Any, device: str, repeat: in
         issue.append(time.perf_counter() - started)
         if events is not None:
             events[1].record()
-        _sync(device)
+        sync(device)
         total.append(time.perf_counter() - started)
         if events is not None:
             gpu.append(events[0].elapsed_time(events[1]) / 1000)
@@ -82,7 +77,6 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from diffusion.memory import ModelManager, device_policy
-    from diffusion.sampling.ksampler import common_ksampler
 
     torch.set_grad_enabled(False)
     device = args.device
@@ -102,21 +96,11 @@ def main() -> None:
     print(f"UNet eval (batch 2, {args.size}px): " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
     if not args.compile:  # a compiled graph dispatches no torch functions from Python
         print(f"torch function calls per UNet eval: {op_count(model, x, t, context)}")
-    latent = {"samples": torch.zeros(1, 4, args.size // 8, args.size // 8)}
-    marks: list[float] = []
-
-    def tick(*_: Any) -> None:
-        _sync(device)
-        marks.append(time.perf_counter())
-
-    marks.append(time.perf_counter())
-    common_ksampler(model, 1, 8, 7.0, "euler", "normal", positive, negative, latent, callback=tick)
-    steps = [b - a for a, b in zip(marks, marks[1:], strict=False)][1:]
+    steps = step_times(model, positive, negative, args.size, 8, device)[1:]
     print(f"sampler step (euler, CFG 7): median {statistics.median(steps) * 1000:.2f} ms")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with profile(activities=activities) as prof:
-        common_ksampler(model, 1, 3, 7.0, "euler", "normal", positive, negative, latent)
-        _sync(device)
+        step_times(model, positive, negative, args.size, 3, device)
     table = prof.key_averages()
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
     if device.startswith("cuda"):

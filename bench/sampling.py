@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import Row, load_avg, median, repeat, row, sd15_checkpoint
+from bench._common import Row, load_avg, median, repeat, row, sd15_checkpoint, step_times
 
 PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
@@ -64,22 +64,6 @@ def _comfy(name: str) -> str:
 
 
 # -- pieces ---------------------------------------------------------------------------------------
-
-
-def step_times(model: Any, positive: Any, negative: Any, size: int, steps: int) -> list[float]:
-    """Per-step seconds of a KSampler run (euler / normal, CFG 7) at `size` px."""
-    import torch
-
-    from diffusion.sampling.ksampler import common_ksampler
-
-    marks = [time.perf_counter()]
-
-    def tick(step: int, x0: Any, x: Any, total: int) -> None:
-        marks.append(time.perf_counter())
-
-    latent = {"samples": torch.zeros(1, 4, size // 8, size // 8)}
-    common_ksampler(model, 42, steps, 7.0, "euler", "normal", positive, negative, latent, callback=tick)
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
 def profile_share(model: Any, positive: Any, negative: Any, size: int) -> tuple[float, str]:
