@@ -30,6 +30,7 @@ from typing import Any
 
 from execution import jobs as jobfmt
 from execution.store import (
+    MAX_QUEUE_NUMBER,
     MEMORY,
     DuplicatePromptError,
     InvalidQueryError,
@@ -312,9 +313,8 @@ class JobStore:
             value = float(number)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a float
             value = math.nan
-        # SQLite stores integers in 64 bits; the front/back numbers ComfyUI clients send are small.
-        if not math.isfinite(value) or abs(value) >= 2**63:
-            raise QueueError(f"prompt {prompt_id}: number must be a finite number below 2**63, got {number!r}")
+        if not math.isfinite(value) or abs(value) > MAX_QUEUE_NUMBER:
+            raise QueueError(f"prompt {prompt_id}: number must be a finite number within ±2**53, got {number!r:.100}")
         # SQLite's NUMERIC column gives integral values back as int; normalise now so the returned
         # item and the stored one agree.
         return int(value) if value.is_integer() else value

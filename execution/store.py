@@ -29,6 +29,11 @@ MEMORY = ":memory:"
 SCHEMA_VERSION = 1
 
 
+MAX_QUEUE_NUMBER = 2**53
+"""Largest |number| (queue position) a prompt may have: positions are compared as floats, exact up to
+2**53, and SQLite keeps integers in 64 bits."""
+
+
 class QueueError(EngineError):
     """A queue or history operation was refused; the message says which prompt and why."""
 

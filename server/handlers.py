@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 
 from core.paths import contained
 from execution.queue import JobStore
-from execution.store import DuplicatePromptError, InvalidQueryError, QueueError
+from execution.store import MAX_QUEUE_NUMBER, DuplicatePromptError, InvalidQueryError, QueueError
 from execution.validate import validate_prompt_async
 from server.app import CATALOG, HUB, LOOM_VERSION, SETTINGS, STORE, WORKER, ServiceUnavailable
 from server.extensions import dispatch
@@ -46,8 +46,6 @@ from server.ws import exec_info
 log = logging.getLogger(__name__)
 
 VIEW_TYPES_HINT = "output, input or temp"
-MAX_NUMBER = 2**53
-"""Largest |number| of a POST /prompt body: queue positions are stored as floats (exact up to 2**53)."""
 
 
 # ---------------------------------------------------------------------- prompt and queue
@@ -75,7 +73,9 @@ def _submission(body: Mapping[str, Any]) -> dict[str, Any]:
     if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float, str))):
         raise _prompt_error(f"'number' must be a number, got {number!r}")
     if number is not None and not _number_in_range(number):  # the store keeps it as an SQLite number
-        raise _prompt_error(f"'number' must be a number between {-MAX_NUMBER} and {MAX_NUMBER}, got {number!r:.100}")
+        raise _prompt_error(
+            f"'number' must be a number between {-MAX_QUEUE_NUMBER} and {MAX_QUEUE_NUMBER}, got {number!r:.100}"
+        )
     return {
         "prompt_id": prompt_id,
         "number": number,
@@ -90,7 +90,7 @@ def _number_in_range(number: int | float | str) -> bool:
         value = float(number)
     except (ValueError, OverflowError):
         return False
-    return math.isfinite(value) and abs(value) <= MAX_NUMBER
+    return math.isfinite(value) and abs(value) <= MAX_QUEUE_NUMBER
 
 
 async def get_prompt(request: web.Request) -> web.Response:
