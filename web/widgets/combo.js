@@ -175,6 +175,33 @@ export function openChoiceList(overlay, rect, choices, current, pick) {
   return box;
 }
 
+/**
+ * A press on a row of choices: the arrows step to the previous/next choice, a click elsewhere
+ * (released without moving) opens the searchable list. Shared by COMBO and the seed control row.
+ * @param {import("./common.js").WidgetContext} wctx
+ * @param {number[]} local the press in row coordinates
+ * @param {any[]} choices
+ * @param {string} label the undo label
+ * @returns {import("./common.js").DragHandler | undefined}
+ */
+export function pickChoice(wctx, local, choices, label) {
+  const width = wctx.screenRect().w / wctx.scale;
+  if (local[0] < ARROW_W + 4 || local[0] > width - ARROW_W - 4) {
+    const next = stepChoice(choices, wctx.value, local[0] < ARROW_W + 4 ? -1 : 1);
+    if (next !== wctx.value) wctx.set(next, label);
+    return;
+  }
+  return {
+    /** @param {boolean} moved */
+    up(moved) {
+      if (moved) return;
+      openChoiceList(wctx.overlay, wctx.screenRect(), choices, wctx.value, (/** @type {any} */ choice) => {
+        if (choice !== wctx.value) wctx.set(choice, label);
+      });
+    },
+  };
+}
+
 /** @type {import("./common.js").WidgetModule} */
 export const comboWidget = {
   draw(ctx, row, value, w, opts) {
@@ -185,20 +212,6 @@ export const comboWidget = {
   },
 
   pointerDown(wctx, local) {
-    const choices = choicesOf(wctx.row);
-    const width = wctx.screenRect().w / wctx.scale;
-    if (local[0] < ARROW_W + 4 || local[0] > width - ARROW_W - 4) {
-      const next = stepChoice(choices, wctx.value, local[0] < ARROW_W + 4 ? -1 : 1);
-      if (next !== wctx.value) wctx.set(next, "Change value");
-      return;
-    }
-    return {
-      up(moved) {
-        if (moved) return;
-        openChoiceList(wctx.overlay, wctx.screenRect(), choices, wctx.value, (choice) => {
-          if (choice !== wctx.value) wctx.set(choice, "Change value");
-        });
-      },
-    };
+    return pickChoice(wctx, local, choicesOf(wctx.row), "Change value");
   },
 };

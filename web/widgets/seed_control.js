@@ -6,7 +6,7 @@
  */
 
 import { ARROW_W, drawArrows, drawBox, drawLabelValue } from "./common.js";
-import { openChoiceList, stepChoice } from "./combo.js";
+import { pickChoice } from "./combo.js";
 
 export const MODES = ["fixed", "increment", "decrement", "randomize"];
 
@@ -20,18 +20,6 @@ export const seedControlWidget = {
   },
 
   pointerDown(wctx, local) {
-    const width = wctx.screenRect().w / wctx.scale;
-    if (local[0] < ARROW_W + 4 || local[0] > width - ARROW_W - 4) {
-      wctx.set(stepChoice(MODES, wctx.value, local[0] < ARROW_W + 4 ? -1 : 1), "Change control mode");
-      return;
-    }
-    return {
-      up(moved) {
-        if (moved) return;
-        openChoiceList(wctx.overlay, wctx.screenRect(), MODES, wctx.value, (mode) => {
-          if (mode !== wctx.value) wctx.set(mode, "Change control mode");
-        });
-      },
-    };
+    return pickChoice(wctx, local, MODES, "Change control mode");
   },
 };
